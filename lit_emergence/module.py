@@ -1,0 +1,232 @@
+"""LightningModule that trains a :class:`~lit_emergence.model.ParticleTransformer` as a simulator.
+
+The network maps the state of every particle at frame ``t`` to its (normalised) velocity change
+over the next frame interval. Training minimises the mean squared error on those normalised
+targets. Validation reports the same one-step loss and, on a second dataloader, the error of
+autoregressive rollouts: the model is fed its own predictions for up to ``max(rollout_horizons)``
+frames, and the position error at each horizon is logged in units of the particle diameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor
+from torchmetrics import MeanMetric
+
+from lit_emergence.data import FeatureNormalizer
+from lit_emergence.model import ParticleTransformer
+from lit_emergence.schedules import WarmupCosineLR
+
+
+class LearnedSimulator(LightningModule):
+    """A particle transformer trained to predict the next frame of a granular simulation.
+
+    Args:
+        in_features: Input features per particle (linked from ``data.feature_dim`` by the CLI).
+        out_features: Outputs per particle (linked from ``data.target_dim``).
+        d_model: Width of the residual stream.
+        n_layers: Number of transformer blocks.
+        n_heads: Attention heads per block.
+        mlp_ratio: Hidden width of the MLP as a multiple of ``d_model``.
+        dropout: Dropout probability (0 in all shipped configs).
+        mask_self: Forbid each particle from attending to itself. The feasibility runs found this
+            the single most important choice for collision heads to emerge.
+        optimizer: Factory ``params -> Optimizer``; from YAML a ``class_path`` with ``init_args``.
+            Weight decay applies to weight matrices only, never to biases or LayerNorm gains.
+        scheduler: Factory ``optimizer -> LRScheduler`` stepped every optimizer step, or ``None``.
+            A :class:`~lit_emergence.schedules.WarmupCosineLR` without ``total_steps`` gets the
+            trainer's step budget.
+        rollout_horizons: Horizons (in frames) at which the rollout error is logged (linked from
+            ``data.rollout_horizons``).
+
+    """
+
+    def __init__(
+        self,
+        in_features: int = 4,
+        out_features: int = 2,
+        d_model: int = 64,
+        n_layers: int = 2,
+        n_heads: int = 8,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        mask_self: bool = True,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = WarmupCosineLR,
+        rollout_horizons: Sequence[int] = (1, 5, 10, 20),
+    ) -> None:
+        super().__init__()
+        if not rollout_horizons or min(rollout_horizons) < 1:
+            raise ValueError(
+                f"rollout_horizons must be positive frame counts, got {list(rollout_horizons)}"
+            )
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.model = ParticleTransformer(
+            in_features=in_features,
+            out_features=out_features,
+            d_model=d_model,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            mlp_ratio=mlp_ratio,
+            dropout=dropout,
+            mask_self=mask_self,
+        )
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.rollout_horizons = sorted(set(int(h) for h in rollout_horizons))
+        # Squared position error per horizon; MeanMetric syncs exactly across DDP ranks.
+        self.rollout_sq_error = torch.nn.ModuleList(MeanMetric() for _ in self.rollout_horizons)
+        # Set from the datamodule in `setup`, or from a checkpoint; needed to roll out.
+        self.normalizer: FeatureNormalizer | None = None
+
+    # ----------------------------------------------------------------------------- forward
+    def forward(
+        self, features: Tensor, return_attention: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Predict normalised velocity changes (B, N, out) for features (B, N, in).
+
+        With ``return_attention=True`` also returns every head's attention (B, L, H, N, N).
+        """
+        return self.model(features, return_attention=return_attention)
+
+    # ----------------------------------------------------------------------------- setup
+    def setup(self, stage: str) -> None:
+        """Take the normalisation statistics from the datamodule (training split only)."""
+        datamodule = (
+            getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        )
+        normalizer = getattr(datamodule, "normalizer", None)
+        if normalizer is not None:
+            self.normalizer = normalizer
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the normaliser so a checkpoint alone can run rollouts and analyses."""
+        if self.normalizer is not None:
+            checkpoint["feature_normalizer"] = self.normalizer.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the normaliser saved by :meth:`on_save_checkpoint`."""
+        if "feature_normalizer" in checkpoint:
+            self.normalizer = FeatureNormalizer.from_state_dict(checkpoint["feature_normalizer"])
+
+    # ----------------------------------------------------------------------------- steps
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """One optimizer step on the one-step prediction loss."""
+        loss = F.mse_loss(self.model(batch["features"]), batch["target"])
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(
+        self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Dataloader 0: one-step loss. Dataloader 1: autoregressive rollouts."""
+        if dataloader_idx == 0:
+            loss = F.mse_loss(self.model(batch["features"]), batch["target"])
+            self.log("val/loss", loss, prog_bar=True, sync_dist=True, add_dataloader_idx=False)
+        else:
+            self._accumulate_rollout_error(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the rollout position RMSE (in particle diameters) at every horizon."""
+        for horizon, metric in zip(self.rollout_horizons, self.rollout_sq_error, strict=True):
+            if metric.update_count == 0 and not self.trainer.world_size > 1:
+                continue
+            rmse = metric.compute().sqrt()
+            self.log(f"val/rollout_rmse_h{horizon}", rmse, add_dataloader_idx=False)
+            metric.reset()
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Same measurements as validation, on the test split."""
+        if dataloader_idx == 0:
+            loss = F.mse_loss(self.model(batch["features"]), batch["target"])
+            self.log("test/loss", loss, sync_dist=True, add_dataloader_idx=False)
+        else:
+            self._accumulate_rollout_error(batch)
+
+    def on_test_epoch_end(self) -> None:
+        """Log the test rollout RMSE at every horizon."""
+        for horizon, metric in zip(self.rollout_horizons, self.rollout_sq_error, strict=True):
+            self.log(
+                f"test/rollout_rmse_h{horizon}", metric.compute().sqrt(), add_dataloader_idx=False
+            )
+            metric.reset()
+
+    # ----------------------------------------------------------------------------- rollout
+    @torch.no_grad()
+    def rollout(
+        self,
+        positions: Tensor,
+        velocities: Tensor,
+        radii: Tensor,
+        steps: int,
+        past_velocities: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Run the learned simulator autoregressively.
+
+        Args:
+            positions: Start positions (B, N, 2), in simulation units.
+            velocities: Start velocities (B, N, 2).
+            radii: Disc radii (B, N).
+            steps: Number of frames to predict.
+            past_velocities: Velocities before the start frame (B, history, N, 2), most recent
+                last, when the model was trained with a history.
+
+        Returns:
+            Predicted positions and velocities, each (B, steps + 1, N, 2), frame 0 the input.
+
+        """
+        if self.normalizer is None:
+            raise RuntimeError(
+                "no feature normaliser: call trainer.fit/validate with the datamodule first"
+            )
+        normalizer = self.normalizer.to(positions.device)
+        history = normalizer.history
+        past = past_velocities if history > 0 else None
+        all_positions, all_velocities = [positions], [velocities]
+        for _ in range(steps):
+            features = normalizer.features(positions, velocities, radii, past)
+            predicted = self.model(features)
+            if past is not None:
+                past = torch.cat([past[:, 1:], velocities.unsqueeze(1)], dim=1)
+            positions, velocities = normalizer.advance(positions, velocities, predicted)
+            all_positions.append(positions)
+            all_velocities.append(velocities)
+        return torch.stack(all_positions, dim=1), torch.stack(all_velocities, dim=1)
+
+    def _accumulate_rollout_error(self, batch: dict[str, Tensor]) -> None:
+        true_positions = batch["positions"]  # (B, H+1, N, 2)
+        predicted, _ = self.rollout(
+            true_positions[:, 0],
+            batch["velocities"][:, 0],
+            batch["radii"],
+            steps=max(self.rollout_horizons),
+            past_velocities=batch.get("past_velocities"),
+        )
+        diameter = 2.0 * batch["radii"].mean()
+        for horizon, metric in zip(self.rollout_horizons, self.rollout_sq_error, strict=True):
+            error = (predicted[:, horizon] - true_positions[:, horizon]) / diameter
+            metric.update(error.square().sum(dim=-1).mean(dim=-1))  # per scene, mean over particles
+
+    # ----------------------------------------------------------------------------- optim
+    def configure_optimizers(self) -> Any:
+        """Build the optimizer (weight decay on weight matrices only) and its per-step schedule."""
+        decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
+        no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
+        optimizer = self.optimizer_factory(
+            [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        )
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        if isinstance(scheduler, WarmupCosineLR) and scheduler.total_steps is None:
+            scheduler.total_steps = int(self.trainer.estimated_stepping_batches)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
