@@ -244,7 +244,7 @@ def main() -> None:
     parser.add_argument(
         "--compile", nargs="?", const="default", default=None,
         help="also time torch.compile of the per-frame advance (optional mode, e.g. "
-        "max-autotune-no-cudagraphs)",
+        "max-autotune-no-cudagraphs; with --cuda-graph use a mode without CUDA graphs)",
     )  # fmt: skip
     parser.add_argument("--cuda-graph", action="store_true", help="also time CUDA-graph replay")
     args = parser.parse_args()

@@ -123,8 +123,10 @@ def test_rebound_height_is_restitution_squared():
     # k = 1e5, m = g = R = 1: mg/(kR) = 1e-5 << 1e-3, so the floor sags by a negligible 1e-5.
     # The exit speed carries the dashpot switch-off error, at most c_wall dt / m
     # = -2 ln(e) dt / t_c_wall = 2 * 0.51 / (30 * sqrt 2) = 2.4 % for e = 0.6, i.e. 4.8 % in
-    # height; 16 drop heights sample the phase of the contact within a step, and the phase
-    # average (the systematic part, O(dt^2)) must be much closer: 1 %.
+    # height (measured max 1.9 %). 16 drop heights sample the phase of the contact within a
+    # step; their average is free of that first-order, phase-dependent part and keeps only the
+    # O(dt^2) error and the small effect of gravity during the 0.01-long contact: allow 1 %
+    # (measured 0.6 %).
     restitution = 0.6
     config = SimulationConfig(
         num_particles=1,

@@ -1,0 +1,173 @@
+"""Optimizer steps per second: ``lit-emergence`` training through Lightning vs a plain eager loop.
+
+Both sides train the same model (paper size by default: 4 blocks x 8 heads, width 128,
+32 particles, batch 256) on the same simulated data with the same optimizer, in one process,
+one after the other; the first ``--warmup`` steps of each are excluded from the timing.
+
+    python benchmarks/training.py                       # CPU, paper-size model
+    python benchmarks/training.py --device cuda --precision bf16-mixed
+
+It finishes by checking that the trained model's fast (SDPA) and probe (explicit softmax)
+attention paths still agree in fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import Callback, Trainer
+
+from lit_emergence.data import ParticleDataModule
+from lit_emergence.model import ParticleTransformer
+from lit_emergence.module import LearnedSimulator
+from lit_emergence.physics import SimulationConfig
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--precision", default="32-true", help="e.g. bf16-mixed")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per side")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps per side")
+    parser.add_argument("--particles", type=int, default=32)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--trajectories", type=int, default=64, help="training trajectories")
+    return parser.parse_args()
+
+
+def make_datamodule(args: argparse.Namespace, cache_dir: str) -> ParticleDataModule:
+    simulation = SimulationConfig(num_particles=args.particles, box_width=15.5, box_height=32.0)
+    datamodule = ParticleDataModule(
+        simulation=simulation,
+        num_train=args.trajectories,
+        num_val=2,
+        num_test=2,
+        batch_size=args.batch,
+        cache_dir=cache_dir,
+    )
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def plain_eager_steps_per_second(args: argparse.Namespace, datamodule: ParticleDataModule) -> float:
+    """Time a hand-written training loop: no Lightning, no compile, fp32."""
+    torch.manual_seed(0)
+    model = ParticleTransformer(
+        datamodule.feature_dim, datamodule.target_dim, args.width, args.layers, args.heads
+    ).to(args.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    total = args.warmup + args.steps
+    step, start = 0, 0.0
+    while step < total:
+        for batch in datamodule.train_dataloader():
+            if step == args.warmup:
+                synchronize(args.device)
+                start = time.perf_counter()
+            features = batch["features"].to(args.device, non_blocking=True)
+            target = batch["target"].to(args.device, non_blocking=True)
+            loss = F.mse_loss(model(features), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if step == total:
+                break
+    synchronize(args.device)
+    return args.steps / (time.perf_counter() - start)
+
+
+class StepTimer(Callback):
+    """Time the optimizer steps after the first ``warmup`` ones."""
+
+    def __init__(self, warmup: int, device: str) -> None:
+        self.warmup, self.device = warmup, device
+        self.start = self.end = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        """Start the clock at the first timed step."""
+        if trainer.global_step == self.warmup:
+            synchronize(self.device)
+            self.start = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        """Stop the clock."""
+        synchronize(self.device)
+        self.end = time.perf_counter()
+
+
+def lightning_steps_per_second(
+    args: argparse.Namespace, datamodule: ParticleDataModule
+) -> tuple[float, LearnedSimulator]:
+    """Time the package's own path: LearnedSimulator + ParticleDataModule under a Trainer."""
+    torch.manual_seed(0)
+    module = LearnedSimulator(
+        in_features=datamodule.feature_dim,
+        out_features=datamodule.target_dim,
+        d_model=args.width,
+        n_layers=args.layers,
+        n_heads=args.heads,
+        optimizer=lambda params: torch.optim.AdamW(params, lr=3e-3, weight_decay=0.01),
+    )
+    timer = StepTimer(args.warmup, args.device)
+    trainer = Trainer(
+        accelerator=args.device,
+        devices=1,
+        precision=args.precision,
+        max_steps=args.warmup + args.steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
+    trainer.fit(module, datamodule=datamodule)
+    return args.steps / (timer.end - timer.start), module
+
+
+def fast_probe_max_difference(model: ParticleTransformer, datamodule: ParticleDataModule) -> float:
+    model = model.float().eval()
+    batch = next(iter(datamodule.train_dataloader()))
+    features = batch["features"].to(next(model.parameters()).device)
+    with torch.no_grad():
+        fast = model(features)
+        probe, _ = model(features, return_attention=True)
+    return (fast - probe).abs().max().item()
+
+
+def main() -> None:
+    args = parse_args()
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor()
+    print(
+        f"model: {args.layers} blocks x {args.heads} heads, width {args.width}, "
+        f"{args.particles} particles, batch {args.batch}; device {args.device} ({device_name}), "
+        f"torch threads {torch.get_num_threads()}; {args.steps} timed steps after {args.warmup}"
+    )
+    with tempfile.TemporaryDirectory() as cache_dir:
+        datamodule = make_datamodule(args, cache_dir)
+        eager = plain_eager_steps_per_second(args, datamodule)
+        print(f"plain eager loop     : {eager:8.2f} steps/s")
+        through_lightning, module = lightning_steps_per_second(args, datamodule)
+        print(f"lit-emergence (fit)  : {through_lightning:8.2f} steps/s ({args.precision})")
+        print(f"ratio lightning/eager: {through_lightning / eager:8.2f}x")
+        difference = fast_probe_max_difference(module.model, datamodule)
+        print(f"fast vs probe path after training, fp32 max |diff|: {difference:.2e}")
+
+
+if __name__ == "__main__":
+    main()
