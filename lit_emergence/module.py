@@ -95,6 +95,11 @@ class LearnedSimulator(LightningModule):
         """
         return self.model(features, return_attention=return_attention)
 
+    def probe_attention(self, batch: dict[str, Tensor]) -> Tensor:
+        """Return every head's attention (B, L, H, N, N): the measurement callbacks' protocol."""
+        _, attention = self.model(batch["features"], return_attention=True)
+        return attention
+
     # ----------------------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
         """Take the normalisation statistics from the datamodule (training split only)."""

@@ -1,0 +1,10 @@
+"""Analysis of persisted histories and checkpoints: figures (more to come: fits, report)."""
+
+from lit_emergence.analysis.figures import (
+    AttentionPanel,
+    attention_panels,
+    figure_to_array,
+    head_heatmap,
+)
+
+__all__ = ["AttentionPanel", "attention_panels", "figure_to_array", "head_heatmap"]

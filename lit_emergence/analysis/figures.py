@@ -1,0 +1,175 @@
+"""Figures of attention structure (matplotlib, headless).
+
+* :func:`head_heatmap` — a value per [layer, head] as an annotated grid.
+* :func:`attention_panels` — the paper's Figure 3 picture: discs drawn in their box, and the
+  attention of every particle on every other as a line whose opacity is the attention weight;
+  one panel per (head, state), e.g. the most and least collision-like heads in free fall and
+  in the settled pile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are written or logged, never shown
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.collections import LineCollection, PatchCollection
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle
+
+
+def head_heatmap(
+    values: np.ndarray,
+    title: str,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    cmap: str = "viridis",
+    colorbar_label: str = "",
+) -> Figure:
+    """Draw a (layers, heads) array as an annotated heatmap.
+
+    Args:
+        values: Array of shape (L, H); NaN cells are left blank.
+        title: Figure title.
+        vmin: Lower end of the colour scale.
+        vmax: Upper end of the colour scale.
+        cmap: Matplotlib colour map.
+        colorbar_label: Label of the colour bar.
+
+    Returns:
+        The figure (close it with ``plt.close(fig)`` when done).
+    """
+    values = np.asarray(values, dtype=float)
+    layers, heads = values.shape
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * heads, 0.8 + 0.5 * layers), dpi=100)
+    image = ax.imshow(values, vmin=vmin, vmax=vmax, cmap=cmap, aspect="auto")
+    for layer in range(layers):
+        for head in range(heads):
+            value = values[layer, head]
+            if np.isfinite(value):
+                bright = (value - vmin) / max(vmax - vmin, 1e-12) > 0.6
+                ax.text(
+                    head,
+                    layer,
+                    f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="black" if bright else "white",
+                )
+    ax.set_xticks(range(heads), [str(h) for h in range(heads)])
+    ax.set_yticks(range(layers), [str(lay) for lay in range(layers)])
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, label=colorbar_label)
+    fig.tight_layout()
+    return fig
+
+
+@dataclass
+class AttentionPanel:
+    """One panel of :func:`attention_panels`.
+
+    Attributes:
+        positions: (N, 2) disc centres.
+        radii: (N,) disc radii.
+        attention: (N, N) attention of query i (row) on key j (column).
+        title: Panel title.
+        contacts: Optional (N, N) bool ground-truth contacts, drawn as thin red segments.
+    """
+
+    positions: np.ndarray
+    radii: np.ndarray
+    attention: np.ndarray
+    title: str
+    contacts: np.ndarray | None = None
+
+
+def _draw_panel(ax: plt.Axes, panel: AttentionPanel, box: tuple[float, float]) -> None:
+    positions = np.asarray(panel.positions, dtype=float)
+    attention = np.asarray(panel.attention, dtype=float)
+    n = len(positions)
+    discs = PatchCollection(
+        [Circle(tuple(p), r) for p, r in zip(positions, panel.radii, strict=True)],
+        facecolor="#d9e4f2",
+        edgecolor="#35507a",
+        linewidth=0.8,
+        zorder=1,
+    )
+    ax.add_collection(discs)
+    # One segment per ordered pair; opacity = attention weight (both directions overlap).
+    i, j = np.nonzero(~np.eye(n, dtype=bool))
+    segments = np.stack([positions[i], positions[j]], axis=1)
+    colours = np.zeros((len(i), 4))
+    colours[:, 3] = np.clip(attention[i, j], 0.0, 1.0)
+    ax.add_collection(LineCollection(segments, colors=colours, linewidths=1.4, zorder=2))
+    if panel.contacts is not None:
+        ci, cj = np.nonzero(np.triu(np.asarray(panel.contacts, dtype=bool), 1))
+        if len(ci):
+            contact_segments = np.stack([positions[ci], positions[cj]], axis=1)
+            ax.add_collection(
+                LineCollection(
+                    contact_segments,
+                    colors="tab:red",
+                    linewidths=0.6,
+                    linestyles="dotted",
+                    zorder=3,
+                )
+            )
+    width, height = box
+    ax.plot([0, width, width, 0, 0], [0, 0, height, height, 0], color="grey", linewidth=0.8)
+    ax.set_xlim(-0.5, width + 0.5)
+    ax.set_ylim(-0.5, height + 0.5)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(panel.title, fontsize=8)
+
+
+def attention_panels(
+    panels: Sequence[AttentionPanel], box: tuple[float, float], columns: int = 2, title: str = ""
+) -> Figure:
+    """Draw attention on particles, one panel per entry (the paper's Figure 3 picture).
+
+    Args:
+        panels: The panels, filled row by row.
+        box: (width, height) of the simulation box.
+        columns: Panels per row.
+        title: Figure title.
+
+    Returns:
+        The figure.
+    """
+    rows = max(1, -(-len(panels) // columns))
+    width, height = box
+    panel_height = 4.0
+    panel_width = panel_height * (width + 1) / (height + 1)
+    fig, axes = plt.subplots(
+        rows,
+        columns,
+        figsize=(columns * panel_width + 0.4, rows * panel_height + 0.5),
+        dpi=100,
+        squeeze=False,
+    )
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        _draw_panel(ax, panel, box)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def figure_to_array(fig: Figure) -> np.ndarray:
+    """Render a figure to an (H, W, 3) uint8 RGB array and close it."""
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    plt.close(fig)
+    return rgba[..., :3].copy()

@@ -1,0 +1,21 @@
+"""Lightning callbacks that measure computational structure while a network trains.
+
+Add them to any ``Trainer``; the model protocol they need is in
+:mod:`lit_emergence.callbacks.protocol` and ``docs/callbacks.md``.
+"""
+
+from lit_emergence.callbacks.attention_distance import AttentionDistanceMonitor
+from lit_emergence.callbacks.base import MeasurementCallback
+from lit_emergence.callbacks.collision import CollisionDetectionMonitor
+from lit_emergence.callbacks.history import CSVHistory
+from lit_emergence.callbacks.probe import ProbeSet
+from lit_emergence.callbacks.schedule import LogSchedule
+
+__all__ = [
+    "AttentionDistanceMonitor",
+    "CSVHistory",
+    "CollisionDetectionMonitor",
+    "LogSchedule",
+    "MeasurementCallback",
+    "ProbeSet",
+]

@@ -1,0 +1,252 @@
+"""CollisionDetectionMonitor: per-head collision-detection scores over training."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from torch import Tensor
+
+from lit_emergence.analysis.figures import (
+    AttentionPanel,
+    attention_panels,
+    figure_to_array,
+    head_heatmap,
+)
+from lit_emergence.callbacks.base import MeasurementCallback, Schedule, nan_to_none
+from lit_emergence.callbacks.probe import ProbeSet
+from lit_emergence.callbacks.protocol import AttentionFn, probe_attention
+from lit_emergence.callbacks.schedule import LogSchedule
+from lit_emergence.functional import (
+    classify_heads,
+    head_class_names,
+    impact_queries,
+    neighbour_mask,
+)
+from lit_emergence.metrics import CollisionScore
+
+VARIANTS = ("score", "strict", "impact")
+
+
+class CollisionDetectionMonitor(MeasurementCallback):
+    """Measure how much of each head's attention lands on a query's collision partners.
+
+    For every head (layer ``l``, head ``h``) three variants of the score (see
+    ``docs/metrics.md``), each the mean over qualifying queries ``i`` of the attention mass
+    ``m_i = sum_j A_ij`` on ``i``'s partners:
+
+    * ``score`` (default definition): partners = other discs within
+      ``(R_i + R_j) * (1 + tolerance)``; queries = discs with at least one such neighbour.
+    * ``strict``: partners = the ground-truth contact set of the predicted interval.
+    * ``impact``: as ``strict``, over queries whose velocity change departs from free fall.
+
+    1 means all of a query's attention is on its partners; a uniform head scores about
+    ``#partners / (N - 1)``. Heads are classed ``true`` (score >= ``true_threshold``),
+    ``partial`` (>= ``partial_threshold``) or ``none``.
+
+    Writes ``RUN_DIR/emergence/collision_scores.csv`` (step, lr_integral, layer, head, score,
+    strict, impact, head_class) and logs per-head scalars ``collision/<variant>/L<l>H<h>``, a
+    summary (``collision/best_score``, ``collision/num_true``, ``collision/num_partial``), and on
+    ``image_schedule`` a [layer x head] heatmap and the attention of the most and least
+    collision-like heads drawn on particles in free fall and in the settled pile (W&B only).
+
+    Args:
+        tolerance: Relative slack on the contact distance for the ``score`` neighbours. The
+            default 0.25 (a quarter diameter for equal discs) is about the distance two discs
+            close in one frame interval at typical impact speeds in the default system.
+        true_threshold: Score at or above which a head is a true collision head.
+        partial_threshold: Score at or above which a head is a partial collision head.
+        impact_threshold: Departure from free fall, in units of ``gravity * frame_interval``,
+            above which a query counts as hit (``impact`` variant).
+        gravity: Gravitational acceleration; default from ``trainer.datamodule.simulation``.
+        frame_interval: Time between frames; default from ``trainer.datamodule.simulation``.
+        attention_fn: ``(pl_module, batch) -> (B, L, H, N, N)``; default
+            ``pl_module.probe_attention(batch)`` (see :mod:`lit_emergence.callbacks.protocol`).
+        image_schedule: Steps at which figures are logged (default: 0, 1, 10, 100, ...).
+        **kwargs: Schedule and probe-set arguments of
+            :class:`~lit_emergence.callbacks.base.MeasurementCallback`.
+    """
+
+    history_file = "collision_scores.csv"
+
+    def __init__(
+        self,
+        tolerance: float = 0.25,
+        true_threshold: float = 0.9,
+        partial_threshold: float = 0.5,
+        impact_threshold: float = 0.5,
+        gravity: float | None = None,
+        frame_interval: float | None = None,
+        attention_fn: AttentionFn | None = None,
+        image_schedule: Schedule | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if tolerance < 0:
+            raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+        if not 0 < partial_threshold <= true_threshold <= 1:
+            raise ValueError(
+                "need 0 < partial_threshold <= true_threshold <= 1, got "
+                f"partial_threshold={partial_threshold}, true_threshold={true_threshold}"
+            )
+        self.tolerance = tolerance
+        self.true_threshold = true_threshold
+        self.partial_threshold = partial_threshold
+        self.impact_threshold = impact_threshold
+        self.gravity = gravity
+        self.frame_interval = frame_interval
+        self.attention_fn = attention_fn
+        self.image_schedule = image_schedule or LogSchedule(points_per_decade=1)
+        self._figure: Any = None
+        self._warned: set[str] = set()
+
+    def fieldnames(self, trainer: Trainer, pl_module: LightningModule) -> Sequence[str]:
+        """History columns."""
+        return ["step", "lr_integral", "layer", "head", *VARIANTS, "head_class"]
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Take gravity and frame interval from the datamodule's simulation if not given."""
+        simulation = getattr(getattr(trainer, "datamodule", None), "simulation", None)
+        if self.gravity is None and simulation is not None:
+            self.gravity = float(simulation.gravity)
+        if self.frame_interval is None and simulation is not None:
+            self.frame_interval = float(simulation.frame_interval)
+        super().on_fit_start(trainer, pl_module)
+
+    # ----------------------------------------------------------------------------- measuring
+    def _can_measure(self, variant: str, batch: Mapping[str, Tensor]) -> bool:
+        needs = {
+            "score": ("radii",),
+            "strict": ("contacts",),
+            "impact": ("contacts", "velocity_change"),
+        }
+        missing = [key for key in needs[variant] if key not in batch]
+        if variant == "impact" and (self.gravity is None or self.frame_interval is None):
+            missing.append("gravity/frame_interval")
+        if missing and variant not in self._warned:
+            self._warned.add(variant)
+            from lightning.pytorch.utilities import rank_zero_warn
+
+            rank_zero_warn(
+                f"CollisionDetectionMonitor: no '{variant}' score, the probe lacks {missing}"
+            )
+        return not missing
+
+    def measure(
+        self, trainer: Trainer, pl_module: LightningModule, probe: ProbeSet, step: int
+    ) -> list[dict[str, Any]]:
+        """Scores of every head on this rank's probe shard, reduced over ranks."""
+        metrics: dict[str, CollisionScore] = {}
+        for batch in probe.batches(self.probe_batch_size):
+            attention = probe_attention(pl_module, batch, self.attention_fn)
+            _, layers, heads = attention.shape[:3]
+            if not metrics:
+                metrics = {v: CollisionScore(layers, heads).to(attention.device) for v in VARIANTS}
+            valid = batch.get("valid")
+            if self._can_measure("score", batch):
+                neighbours = neighbour_mask(
+                    batch["positions"], batch["radii"], self.tolerance, valid
+                )
+                metrics["score"].update(attention, neighbours, valid=valid)
+            if self._can_measure("strict", batch):
+                metrics["strict"].update(attention, batch["contacts"], valid=valid)
+            if self._can_measure("impact", batch):
+                hit = impact_queries(
+                    batch["velocity_change"],
+                    self.frame_interval,
+                    self.gravity,
+                    batch["contacts"],
+                    threshold=self.impact_threshold,
+                    valid=valid,
+                )
+                metrics["impact"].update(attention, batch["contacts"], hit, valid=valid)
+        # compute() reduces the sums over ranks: every rank gets here for every variant.
+        scores = {variant: metric.compute().cpu() for variant, metric in metrics.items()}
+        if trainer.is_global_zero and self.log_images and self.image_schedule(step):
+            self._figure = self._attention_figure(pl_module, probe, scores["score"], step)
+        classes = head_class_names(
+            classify_heads(scores["score"], self.true_threshold, self.partial_threshold)
+        )
+        layers, heads = scores["score"].shape
+        return [
+            {
+                "layer": layer,
+                "head": head,
+                **{v: nan_to_none(float(scores[v][layer, head])) for v in VARIANTS},
+                "head_class": classes[layer][head],
+            }
+            for layer in range(layers)
+            for head in range(heads)
+        ]
+
+    # ----------------------------------------------------------------------------- logging
+    def log_measurement(
+        self, trainer: Trainer, pl_module: LightningModule, rows: list[dict[str, Any]], step: int
+    ) -> None:
+        """Per-head scalars and a summary; figures on the image schedule."""
+        metrics: dict[str, float] = {}
+        for row in rows:
+            for variant in VARIANTS:
+                if row[variant] != "":
+                    metrics[f"collision/{variant}/L{row['layer']}H{row['head']}"] = row[variant]
+        scores = [row["score"] for row in rows if row["score"] != ""]
+        if scores:
+            metrics["collision/best_score"] = max(scores)
+        metrics["collision/num_true"] = sum(row["head_class"] == "true" for row in rows)
+        metrics["collision/num_partial"] = sum(row["head_class"] == "partial" for row in rows)
+        self.send_scalars(trainer, metrics, step)
+        if self._figure is not None:
+            heatmap, panels = self._figure
+            self.send_images(trainer, "collision/heatmap", [heatmap], step)
+            if panels is not None:
+                self.send_images(trainer, "collision/attention_on_particles", [panels], step)
+            self._figure = None
+
+    def _attention_figure(
+        self, pl_module: LightningModule, probe: ProbeSet, scores: Tensor, step: int
+    ) -> tuple[Any, Any]:
+        heatmap = figure_to_array(
+            head_heatmap(scores.numpy(), f"collision-detection score, step {step}")
+        )
+        if "frame" not in probe or probe.num_samples == 0:
+            return heatmap, None
+        # The earliest (free fall) and latest (settled pile) probe samples.
+        frames = probe["frame"]
+        picks = torch.stack([frames.argmin(), frames.argmax()])
+        batch = {k: v[picks] for k, v in probe.tensors.items()}
+        attention = probe_attention(pl_module, batch, self.attention_fn).float().cpu()
+        flat = torch.nan_to_num(scores, nan=-1.0).flatten()
+        best, worst = int(flat.argmax()), int(torch.nan_to_num(scores, nan=2.0).flatten().argmin())
+        heads = scores.shape[1]
+        panels = []
+        for index, label in ((best, "most"), (worst, "least")):
+            layer, head = divmod(index, heads)
+            for sample, state in ((0, "free fall"), (1, "settled")):
+                panels.append(
+                    AttentionPanel(
+                        positions=batch["positions"][sample].float().cpu().numpy(),
+                        radii=batch["radii"][sample].float().cpu().numpy(),
+                        attention=attention[sample, layer, head].numpy(),
+                        contacts=batch["contacts"][sample].cpu().numpy()
+                        if "contacts" in batch
+                        else None,
+                        title=f"L{layer}H{head}, {label} collision-like\n"
+                        f"(score {float(scores[layer, head]):.2f}), {state}",
+                    )
+                )
+        box = self._box(pl_module, batch)
+        figure = attention_panels(
+            panels, box, columns=2, title=f"attention on particles, step {step}"
+        )
+        return heatmap, figure_to_array(figure)
+
+    @staticmethod
+    def _box(pl_module: LightningModule, batch: Mapping[str, Tensor]) -> tuple[float, float]:
+        trainer = pl_module._trainer
+        simulation = getattr(getattr(trainer, "datamodule", None), "simulation", None)
+        if simulation is not None:
+            return float(simulation.box_width), float(simulation.box_height)
+        upper = (batch["positions"] + batch["radii"].unsqueeze(-1)).amax(dim=(0, 1))
+        return float(upper[0]), float(upper[1])

@@ -1,0 +1,283 @@
+"""Attention-distance correlation of attention heads: Pearson r and the connected G(r).
+
+Over the off-diagonal pairs of real particles of every scene (pooled over the batch):
+
+- Pearson correlation between ``A_ij`` and ``d_ij`` per head (negative for local heads);
+- connected correlation function ``G(r) = E[A_ij 1{d_ij <= r}] - E[A_ij] E[1{d_ij <= r}]``
+  on a grid of radii ``r``, the expectation over the same pairs. ``G(r) > 0`` where a head
+  puts more than its average attention on pairs within ``r``; it vanishes beyond the largest
+  distance in the data.
+
+Both are computed from float64 sufficient statistics (sums) per [layer, head], which add up
+over batches and ranks; the ``*_from_statistics`` functions turn sums into results and are
+used by the torchmetrics classes too. The diagonal (self-attention) is always left out.
+
+Shapes: B scenes, L layers, H heads per layer, N particles per scene, R radii in the grid.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from lit_emergence.functional._pairs import (
+    check_attention,
+    check_mask,
+    check_positions,
+    scene_chunks,
+    valid_pairs,
+)
+from lit_emergence.functional.geometry import pairwise_distances
+
+__all__ = [
+    "PEARSON_KEYS",
+    "RADIAL_KEYS",
+    "attention_distance_correlation",
+    "attention_distance_statistics",
+    "connected_correlation",
+    "connected_correlation_from_statistics",
+    "correlation_from_statistics",
+    "default_r_grid",
+]
+
+#: Statistics of the Pearson correlation, each (L, H) float64.
+PEARSON_KEYS: tuple[str, ...] = ("n", "sum_a", "sum_d", "sum_aa", "sum_dd", "sum_ad")
+#: Statistics of G(r): ``sum_ind`` (R,) pairs within each r, ``sum_a_ind`` (L, H, R).
+RADIAL_KEYS: tuple[str, ...] = ("sum_ind", "sum_a_ind")
+
+#: A variance below this fraction of the second moment is round-off of the float64 raw moments
+#: (about 1e-16 relative, times the summation's growth) and counts as a constant variable.
+_RELATIVE_VARIANCE_FLOOR = 1e-11
+
+
+def default_r_grid(
+    radius: float,
+    max_distance: float | None = None,
+    num: int = 32,
+    start: float = 0.5,
+    stop: float = 6.0,
+    spacing: str = "linear",
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Grid of radii for G(r), in units of the contact distance ``2 * radius``.
+
+    ``num`` points from ``start * 2 radius`` to ``stop * 2 radius`` (default 0.5 to 6 contact
+    distances: from deep overlap, through first contact at 1, to a few neighbour shells),
+    evenly (``"linear"``) or log-evenly (``"geometric"``) spaced. ``stop`` is lowered to
+    ``max_distance`` when that is smaller (e.g. the box diagonal), since ``G(r) = 0`` for any
+    ``r`` beyond the largest distance.
+
+    Args:
+        radius: Disc radius (the mean radius for polydisperse discs); > 0.
+        max_distance: Optional largest distance worth probing, in the units of ``radius``.
+        num: Number of radii, >= 1 (1 gives the single radius ``start * 2 radius``).
+        start: First radius in contact distances, > 0.
+        stop: Last radius in contact distances, > ``start``.
+        spacing: ``"linear"`` or ``"geometric"``.
+        device: Device of the result.
+
+    Returns:
+        (R,) float64 strictly increasing radii.
+
+    Raises:
+        ValueError: For out-of-range arguments.
+
+    """
+    name = "default_r_grid"
+    if not radius > 0:
+        raise ValueError(f"{name}: radius={radius} must be > 0")
+    if num < 1:
+        raise ValueError(f"{name}: num={num} must be >= 1")
+    if not 0 < start < stop:
+        raise ValueError(f"{name}: need 0 < start < stop, got start={start}, stop={stop}")
+    if spacing not in ("linear", "geometric"):
+        raise ValueError(f"{name}: spacing={spacing!r} is unknown; use 'linear' or 'geometric'")
+    contact = 2.0 * radius
+    low, high = start * contact, stop * contact
+    if max_distance is not None:
+        if not max_distance > low:
+            raise ValueError(
+                f"{name}: max_distance={max_distance} must exceed the first radius {low}; "
+                "lower start or pass a larger max_distance"
+            )
+        high = min(high, max_distance)
+    if num == 1:
+        return torch.tensor([low], dtype=torch.float64, device=device)
+    if spacing == "linear":
+        return torch.linspace(low, high, num, dtype=torch.float64, device=device)
+    return torch.logspace(
+        math.log10(low), math.log10(high), num, dtype=torch.float64, device=device
+    )
+
+
+def _check_r_grid(r_grid: Tensor, name: str) -> None:
+    if r_grid.ndim != 1 or r_grid.numel() < 1 or not r_grid.is_floating_point():
+        raise ValueError(
+            f"{name}: r_grid must be a non-empty 1-D floating tensor, got "
+            f"{r_grid.dtype} {tuple(r_grid.shape)}; see default_r_grid"
+        )
+    if not bool(torch.isfinite(r_grid).all()) or bool((r_grid[1:] < r_grid[:-1]).any()):
+        raise ValueError(f"{name}: r_grid must be finite and sorted ascending")
+
+
+def attention_distance_statistics(
+    attention: Tensor,
+    positions: Tensor,
+    valid: Tensor | None = None,
+    r_grid: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """Float64 sums over off-diagonal pairs of real particles, per [layer, head].
+
+    Args:
+        attention: (B, L, H, N, N) attention patterns.
+        positions: (B, N, 2) particle centres.
+        valid: Optional (B, N) bool, True for real particles.
+        r_grid: Optional (R,) ascending radii (same units as ``positions``) for G(r).
+
+    Returns:
+        Dict of float64 tensors on the device of ``attention``, all additive over batches:
+        ``n`` (number of pairs), ``sum_a``, ``sum_d``, ``sum_aa``, ``sum_dd``, ``sum_ad``, each
+        (L, H) (``n``, ``sum_d``, ``sum_dd`` are the same for every head); with ``r_grid`` also
+        ``sum_ind`` (R,), the number of pairs with ``d <= r``, and ``sum_a_ind`` (L, H, R), the
+        attention on those pairs.
+
+    Raises:
+        ValueError: For wrongly shaped inputs or an unsorted ``r_grid``.
+
+    """
+    name = "attention_distance_statistics"
+    B, L, H, N, _ = check_attention(attention, name)
+    if check_positions(positions, name) != (B, N):
+        raise ValueError(
+            f"{name}: positions {tuple(positions.shape)} do not match attention "
+            f"{tuple(attention.shape)}; need (B, N, 2) = {(B, N, 2)}"
+        )
+    check_mask(valid, (B, N), "valid", name)
+    if r_grid is not None:
+        _check_r_grid(r_grid, name)
+        r_grid = r_grid.to(device=attention.device, dtype=torch.float64)
+
+    device = attention.device
+    pairs = valid_pairs(valid, B, N, device)  # (B, N, N), diagonal always out
+    distances = pairwise_distances(positions.to(device=device, dtype=torch.float64))  # (B, N, N)
+
+    stats = {key: torch.zeros(L, H, dtype=torch.float64, device=device) for key in PEARSON_KEYS}
+    if r_grid is not None:
+        R = r_grid.numel()
+        stats["sum_ind"] = torch.zeros(R, dtype=torch.float64, device=device)
+        stats["sum_a_ind"] = torch.zeros(L, H, R, dtype=torch.float64, device=device)
+
+    for chunk in scene_chunks(B, L * H * N * N):
+        selected = pairs[chunk]  # (b, N, N)
+        d = distances[chunk][selected]  # (P,) the chunk's P pairs
+        a = attention[chunk].movedim(0, 2)[:, :, selected].to(torch.float64)  # (L, H, P)
+        stats["n"] += d.numel()
+        stats["sum_d"] += d.sum()
+        stats["sum_dd"] += d.square().sum()
+        stats["sum_a"] += a.sum(dim=-1)
+        stats["sum_aa"] += a.square().sum(dim=-1)
+        stats["sum_ad"] += a @ d
+        if r_grid is not None:
+            # shell k holds the pairs with r_grid[k-1] < d <= r_grid[k] (shell R: beyond the
+            # grid); 1{d <= r_grid[k]} is membership of shells 0..k, hence the cumulative sums
+            shell = torch.bucketize(d, r_grid)  # (P,) in [0, R]
+            per_shell = a.new_zeros(L * H, R + 1).index_add_(1, shell, a.reshape(L * H, -1))
+            stats["sum_a_ind"] += per_shell[:, :R].cumsum(dim=1).view(L, H, R)
+            pairs_per_shell = torch.bincount(shell, minlength=R + 1)[:R]
+            stats["sum_ind"] += pairs_per_shell.cumsum(dim=0).to(torch.float64)
+    return stats
+
+
+def correlation_from_statistics(stats: dict[str, Tensor]) -> Tensor:
+    """Pearson correlation between attention and distance, from the statistics' sums.
+
+    The sums are those of :func:`attention_distance_statistics`;
+    ``r = cov(A, d) / sqrt(var(A) var(d))`` with population moments from the raw sums. A
+    variable whose variance is below ``1e-11`` of its second moment (round-off of the
+    float64 sums; e.g. an exactly uniform head) has no correlation: NaN, as with
+    ``scipy.stats.pearsonr`` on constant input.
+
+    Args:
+        stats: Dict with the (L, H) sums ``n, sum_a, sum_d, sum_aa, sum_dd, sum_ad``.
+
+    Returns:
+        (L, H) float64 in ``[-1, 1]``; NaN where there are no pairs or no variance.
+
+    """
+    n = stats["n"]
+    mean_a, mean_d = stats["sum_a"] / n, stats["sum_d"] / n
+    moment_aa, moment_dd = stats["sum_aa"] / n, stats["sum_dd"] / n
+    var_a = moment_aa - mean_a.square()
+    var_d = moment_dd - mean_d.square()
+    covariance = stats["sum_ad"] / n - mean_a * mean_d
+    degenerate = (var_a <= _RELATIVE_VARIANCE_FLOOR * moment_aa) | (
+        var_d <= _RELATIVE_VARIANCE_FLOOR * moment_dd
+    )
+    r = covariance / (var_a.clamp_min(0.0) * var_d.clamp_min(0.0)).sqrt()
+    return r.clamp(-1.0, 1.0).masked_fill(degenerate, float("nan"))
+
+
+def connected_correlation_from_statistics(stats: dict[str, Tensor]) -> Tensor:
+    """Compute the connected correlation ``G(r)`` from the statistics' sums.
+
+    The sums are those of :func:`attention_distance_statistics`;
+    ``G(r) = sum_a_ind / n - (sum_a / n) (sum_ind / n)``.
+
+    Args:
+        stats: Dict with ``n``, ``sum_a`` (L, H), ``sum_ind`` (R,) and ``sum_a_ind`` (L, H, R).
+
+    Returns:
+        (L, H, R) float64; NaN where there are no pairs.
+
+    Raises:
+        ValueError: If the radial sums are missing (statistics computed without ``r_grid``).
+
+    """
+    missing = [key for key in RADIAL_KEYS if key not in stats]
+    if missing:
+        raise ValueError(
+            f"connected_correlation_from_statistics: statistics lack {missing}; "
+            "compute them with attention_distance_statistics(..., r_grid=...)"
+        )
+    n = stats["n"][..., None]  # (L, H, 1)
+    mean_a = stats["sum_a"][..., None] / n  # (L, H, 1)
+    fraction_within = stats["sum_ind"] / n  # (L, H, R)
+    return stats["sum_a_ind"] / n - mean_a * fraction_within
+
+
+def attention_distance_correlation(
+    attention: Tensor, positions: Tensor, valid: Tensor | None = None
+) -> Tensor:
+    """Pearson correlation between ``A_ij`` and ``d_ij`` per head, pooled over the batch.
+
+    Args:
+        attention: (B, L, H, N, N) attention patterns.
+        positions: (B, N, 2) particle centres.
+        valid: Optional (B, N) bool, True for real particles.
+
+    Returns:
+        (L, H) float64; see :func:`correlation_from_statistics`.
+
+    """
+    return correlation_from_statistics(attention_distance_statistics(attention, positions, valid))
+
+
+def connected_correlation(
+    attention: Tensor, positions: Tensor, r_grid: Tensor, valid: Tensor | None = None
+) -> Tensor:
+    """Compute the connected correlation ``G(r)`` per head on ``r_grid``, pooled over the batch.
+
+    Args:
+        attention: (B, L, H, N, N) attention patterns.
+        positions: (B, N, 2) particle centres.
+        r_grid: (R,) ascending radii in the units of ``positions`` (see :func:`default_r_grid`).
+        valid: Optional (B, N) bool, True for real particles.
+
+    Returns:
+        (L, H, R) float64; see :func:`connected_correlation_from_statistics`.
+
+    """
+    stats = attention_distance_statistics(attention, positions, valid, r_grid)
+    return connected_correlation_from_statistics(stats)

@@ -1,0 +1,81 @@
+"""Collision-detection score of every attention head, accumulated over batches and ranks."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from lit_emergence.functional.collision import collision_score_statistics
+from lit_emergence.metrics._shape import check_attention_heads, check_heads
+
+__all__ = ["CollisionScore"]
+
+
+class CollisionScore(Metric):
+    """Mean attention mass that each head puts on a query's partners, per [layer, head].
+
+    Accumulates the sufficient statistics of
+    :func:`~lit_emergence.functional.collision_score_statistics` (float64 sums, reduced by
+    ``"sum"`` across processes), so splitting a probe set over batches or DDP ranks gives the
+    single-call answer up to float64 round-off. One instance per variant: pass the neighbour
+    mask (``score``), the contact set (``strict``) or the contact set with impact queries
+    (``impact``) to :meth:`update`.
+
+    Example::
+
+        metric = CollisionScore(num_layers=2, num_heads=8)
+        for batch in probe_batches:
+            _, attention = model(batch["features"], return_attention=True)
+            metric.update(attention, neighbour_mask(batch["positions"], batch["radii"]))
+        scores = metric.compute()  # (2, 8)
+
+    Args:
+        num_layers: Number of layers L of the attention.
+        num_heads: Heads per layer H.
+        kwargs: Passed to :class:`torchmetrics.Metric` (e.g. ``sync_on_compute``).
+
+    Raises:
+        ValueError: If ``num_layers`` or ``num_heads`` is not a positive integer.
+
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    sum_mass: Tensor
+    count: Tensor
+
+    def __init__(self, num_layers: int, num_heads: int, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        check_heads(num_layers, num_heads, type(self).__name__)
+        self.num_layers, self.num_heads = num_layers, num_heads
+        zeros = torch.zeros(num_layers, num_heads, dtype=torch.float64)
+        self.add_state("sum_mass", default=zeros.clone(), dist_reduce_fx="sum")
+        self.add_state("count", default=zeros.clone(), dist_reduce_fx="sum")
+
+    def update(
+        self,
+        attention: Tensor,
+        pair_mask: Tensor,
+        query_mask: Tensor | None = None,
+        valid: Tensor | None = None,
+    ) -> None:
+        """Add one batch; arguments as in :func:`~lit_emergence.functional.collision_score`.
+
+        Args:
+            attention: (B, L, H, N, N) attention patterns.
+            pair_mask: (B, N, N) bool partners of each query.
+            query_mask: Optional (B, N) bool restricting the queries.
+            valid: Optional (B, N) bool, True for real particles.
+
+        """
+        check_attention_heads(attention, self.num_layers, self.num_heads, type(self).__name__)
+        sum_mass, count = collision_score_statistics(attention, pair_mask, query_mask, valid)
+        self.sum_mass += sum_mass.to(self.sum_mass.device)
+        self.count += count.to(self.count.device)
+
+    def compute(self) -> Tensor:
+        """Return the (L, H) float64 scores; NaN for heads with no counted query."""
+        return self.sum_mass / self.count

@@ -1,0 +1,363 @@
+"""Attention-structure callbacks: schedule, history, non-interference, reuse, DDP, crash-resume."""
+
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from conftest import PYTHON, REPO_ROOT, subprocess_env, tiny_config
+from lightning.pytorch import LightningModule, Trainer, seed_everything
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+
+from lit_emergence.callbacks import (
+    AttentionDistanceMonitor,
+    CollisionDetectionMonitor,
+    CSVHistory,
+    LogSchedule,
+)
+from lit_emergence.cli import main
+from lit_emergence.data import ParticleDataModule
+from lit_emergence.module import LearnedSimulator
+from lit_emergence.physics import SimulationConfig
+
+# ----------------------------------------------------------------------------- schedule
+
+
+def test_log_schedule_includes_zero_and_is_log_spaced():
+    schedule = LogSchedule(points_per_decade=4)
+    assert schedule.steps_up_to(100) == [0, 1, 2, 3, 6, 10, 18, 32, 56, 100]
+    assert [s for s in range(1001) if schedule(s)] == schedule.steps_up_to(1000)
+    with_linear = LogSchedule(points_per_decade=1, every=250)
+    assert with_linear.steps_up_to(1000) == [0, 1, 10, 100, 250, 500, 750, 1000]
+    with pytest.raises(ValueError, match="points_per_decade"):
+        LogSchedule(points_per_decade=0)
+
+
+# ----------------------------------------------------------------------------- history
+
+
+def test_history_appends_repairs_torn_rows_and_truncates(tmp_path):
+    path = tmp_path / "h.csv"
+    history = CSVHistory(path, ["step", "value"])
+    history.append([{"step": 0, "value": 0.5}, {"step": 1, "value": 0.25}])
+    history.append([{"step": 3, "value": 0.125}])
+    # A crash in the middle of a write leaves a partial last line: reopening drops it.
+    with path.open("a") as handle:
+        handle.write("7,0.0")
+    reopened = CSVHistory(path, ["step", "value"])
+    assert reopened.steps() == [0, 1, 3]
+    reopened.truncate_after(1)
+    assert [row["value"] for row in reopened.read()] == ["0.5", "0.25"]
+    with pytest.raises(ValueError, match="columns"):
+        CSVHistory(path, ["step", "other"])
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def tiny_datamodule(cache_dir: Path) -> ParticleDataModule:
+    return ParticleDataModule(
+        simulation=SimulationConfig(num_particles=6, num_frames=24),
+        num_train=8,
+        num_val=2,
+        num_test=2,
+        batch_size=16,
+        rollout_horizons=[1, 5],
+        rollout_starts=2,
+        cache_dir=str(cache_dir),
+    )
+
+
+def train(tmp_path: Path, callbacks: list, steps: int = 12, module: LightningModule | None = None):
+    seed_everything(0)
+    module = module or LearnedSimulator(
+        in_features=4, out_features=2, d_model=16, n_layers=2, n_heads=4, rollout_horizons=[1, 5]
+    )
+    trainer = Trainer(
+        accelerator="cpu",
+        max_steps=steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        default_root_dir=str(tmp_path / "run"),
+    )
+    trainer.fit(module, datamodule=tiny_datamodule(tmp_path / "cache"))
+    return module, trainer
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+# ----------------------------------------------------------------------------- non-interference
+
+
+def test_callbacks_do_not_perturb_training(tmp_path):
+    plain, _ = train(tmp_path / "plain", [])
+    monitors = [
+        CollisionDetectionMonitor(num_probe_samples=16),
+        AttentionDistanceMonitor(num_probe_samples=16),
+    ]
+    watched, _ = train(tmp_path / "watched", monitors)
+    # Bit-identical: the callbacks may not consume RNG, touch gradients or leave eval mode on.
+    for (name, a), (_, b) in zip(
+        plain.state_dict().items(), watched.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert watched.training
+    steps = {
+        int(r["step"]) for r in read_rows(tmp_path / "watched/run/emergence/collision_scores.csv")
+    }
+    assert steps == set(LogSchedule().steps_up_to(12))
+
+
+# ----------------------------------------------------------------------------- reuse
+
+
+class TinyAttentionRegressor(LightningModule):
+    """Not a ParticleTransformer: one hand-written attention layer over particles.
+
+    It implements only the documented protocol: ``probe_attention(batch) -> (B, L, H, N, N)``.
+    """
+
+    def __init__(self, features: int = 4, width: int = 8, heads: int = 2) -> None:
+        super().__init__()
+        self.heads, self.width = heads, width
+        self.embed = nn.Linear(features, width)
+        self.query = nn.Linear(width, width)
+        self.key = nn.Linear(width, width)
+        self.readout = nn.Linear(width, 2)
+
+    def attention(self, features):
+        x = self.embed(features)  # (B, N, W)
+        B, N, _ = x.shape
+        q = self.query(x).view(B, N, self.heads, -1).transpose(1, 2)
+        k = self.key(x).view(B, N, self.heads, -1).transpose(1, 2)
+        logits = q @ k.transpose(-1, -2) / (self.width // self.heads) ** 0.5
+        logits = logits.masked_fill(torch.eye(N, dtype=torch.bool), float("-inf"))
+        return x, logits.softmax(-1)  # (B, H, N, N)
+
+    def forward(self, features):
+        x, pattern = self.attention(features)
+        return self.readout(x + pattern.mean(1) @ x)
+
+    def probe_attention(self, batch):
+        return self.attention(batch["features"])[1].unsqueeze(1)  # one layer: (B, 1, H, N, N)
+
+    def training_step(self, batch, batch_idx):
+        return F.mse_loss(self(batch["features"]), batch["target"])
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+
+def test_callbacks_work_on_a_foreign_model(tmp_path):
+    monitors = [
+        CollisionDetectionMonitor(num_probe_samples=16),
+        AttentionDistanceMonitor(num_probe_samples=16),
+    ]
+    train(tmp_path, monitors, steps=10, module=TinyAttentionRegressor())
+    collision = read_rows(tmp_path / "run/emergence/collision_scores.csv")
+    distance = read_rows(tmp_path / "run/emergence/attention_distance.csv")
+    assert {(r["layer"], r["head"]) for r in collision} == {("0", "0"), ("0", "1")}
+    assert {int(r["step"]) for r in distance} == set(LogSchedule().steps_up_to(10))
+    assert all(0.0 <= float(r["score"]) <= 1.0 for r in collision)
+    assert all(-1.0 <= float(r["pearson"]) <= 1.0 for r in distance)
+
+
+# ----------------------------------------------------------------------------- loggers
+
+
+def test_scalars_go_to_any_logger_and_images_only_where_supported(tmp_path):
+    seed_everything(0)
+    module = LearnedSimulator(
+        in_features=4, out_features=2, d_model=16, n_layers=1, n_heads=4, rollout_horizons=[1, 5]
+    )
+    trainer = Trainer(
+        accelerator="cpu",
+        max_steps=3,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=CSVLogger(str(tmp_path), name="csv", version=""),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+        callbacks=[CollisionDetectionMonitor(num_probe_samples=8)],
+    )
+    trainer.fit(module, datamodule=tiny_datamodule(tmp_path / "cache"))
+    logged = read_rows(tmp_path / "csv" / "metrics.csv")
+    keys = {k for row in logged for k, v in row.items() if v}
+    assert {"collision/score/L0H0", "collision/best_score", "collision/num_true"} <= keys
+
+
+def run_cli(args: list[str]) -> None:
+    with mock.patch.object(sys, "argv", ["lit-emergence"]):
+        main(args)
+
+
+def tiny_config_with_monitors(probe: int = 16) -> dict:
+    config = tiny_config()
+    config["trainer"]["callbacks"] += [
+        {
+            "class_path": "lit_emergence.callbacks.CollisionDetectionMonitor",
+            "init_args": {"num_probe_samples": probe},
+        },
+        {
+            "class_path": "lit_emergence.callbacks.AttentionDistanceMonitor",
+            "init_args": {"num_probe_samples": probe},
+        },
+    ]
+    return config
+
+
+def test_wandb_gets_heatmaps_and_attention_pictures(write_config, in_tmp_dir):
+    config_path = write_config(tiny_config_with_monitors())
+    run_cli(["fit", "--config", str(config_path), "--run_dir", "runs/w"])
+    media = list((in_tmp_dir / "runs/w/wandb").glob("offline-run-*/files/media/images/**/*.png"))
+    names = {p.name.rsplit("_", 2)[0] for p in media}
+    assert {"heatmap", "attention_on_particles", "heatmaps"} <= names, names
+
+
+# ----------------------------------------------------------------------------- DDP
+
+
+@pytest.mark.slow
+def test_ddp_scores_equal_single_process(write_config, in_tmp_dir):
+    config = tiny_config_with_monitors(probe=20)
+    config["wandb"] = "disabled"
+    config["trainer"]["max_steps"] = 1
+    config_path = write_config(config)
+    common = [PYTHON, "-m", "lit_emergence", "fit", "--config", str(config_path)]
+    for run_dir, extra in (
+        ("runs/single", []),
+        ("runs/ddp", ["--trainer.devices=2", "--trainer.strategy=ddp"]),
+    ):
+        result = subprocess.run(
+            [*common, "--run_dir", run_dir, *extra],
+            cwd=in_tmp_dir,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=subprocess_env(),
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    for name, columns in (
+        ("collision_scores.csv", ["score", "strict", "impact"]),
+        ("attention_distance.csv", ["pearson", "g_contact", "g_r1.000", "g_r2.000"]),
+    ):
+        single = [
+            r for r in read_rows(in_tmp_dir / "runs/single/emergence" / name) if r["step"] == "0"
+        ]
+        ddp = [r for r in read_rows(in_tmp_dir / "runs/ddp/emergence" / name) if r["step"] == "0"]
+        assert len(single) == len(ddp) == 4  # one layer x four heads
+        for a, b in zip(single, ddp, strict=True):
+            for column in columns:
+                # Same model (seeded, DDP broadcasts rank 0's weights), same probe set split in
+                # two: float64 sums reduced across ranks differ from one pass by round-off only.
+                assert abs(float(a[column]) - float(b[column])) <= 1e-6, (name, column)
+
+
+# ----------------------------------------------------------------------------- crash + resume
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_keeps_every_scheduled_step_exactly_once(in_tmp_dir):
+    # The quickstart config (model, callbacks), on less data, checkpointing every 25 steps.
+    max_steps = 400
+    config = yaml.safe_load((REPO_ROOT / "configs" / "quickstart.yaml").read_text())
+    for callback in config["trainer"]["callbacks"]:
+        if callback["class_path"].endswith("ModelCheckpoint"):
+            callback["init_args"]["every_n_train_steps"] = 25
+    (in_tmp_dir / "quickstart.yaml").write_text(yaml.safe_dump(config))
+    overrides = [
+        "--config",
+        "quickstart.yaml",
+        "--run_dir",
+        "runs/q",
+        "--wandb",
+        "disabled",
+        "--trainer.max_steps",
+        str(max_steps),
+        "--trainer.val_check_interval",
+        "100",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--data.num_train",
+        "8",
+        "--data.num_val",
+        "2",
+        "--data.num_test",
+        "2",
+        "--data.batch_size",
+        "32",
+        "--data.simulation.num_frames",
+        "40",
+    ]
+    history = in_tmp_dir / "runs/q/emergence/collision_scores.csv"
+    process = subprocess.Popen(
+        [PYTHON, "-m", "lit_emergence", "fit", *overrides],
+        cwd=in_tmp_dir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+    )
+    # Kill once a measurement past the second checkpoint (step 50) is on disk.
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        if history.exists() and any(int(r["step"]) > 60 for r in read_rows(history)):
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, (
+        "the run ended before it could be killed: " + process.stderr.read()[-2000:]
+    )
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = max(int(r["step"]) for r in read_rows(history))
+    assert killed_at < max_steps
+
+    result = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "lit_emergence",
+            "fit",
+            *overrides,
+            "--ckpt_path",
+            "runs/q/checkpoints/last.ckpt",
+        ],
+        cwd=in_tmp_dir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=subprocess_env(),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = LogSchedule().steps_up_to(max_steps)
+    for name in ("collision_scores.csv", "attention_distance.csv"):
+        rows = read_rows(in_tmp_dir / "runs/q/emergence" / name)
+        per_step: dict[int, int] = {}
+        for row in rows:
+            per_step[int(row["step"])] = per_step.get(int(row["step"]), 0) + 1
+        assert sorted(per_step) == expected, name  # no gaps
+        assert set(per_step.values()) == {2 * 8}, name  # no duplicates: 2 layers x 8 heads, once
+    config = yaml.safe_load((in_tmp_dir / "runs/q/config.yaml").read_text())
+    assert config["run_dir"] == "runs/q"
