@@ -8,7 +8,11 @@ W&B offline), then reads the run's ``csv/metrics.csv`` and prints:
 * wall time of the whole command (data generation included) against the 10-minute budget;
 * the first logged training loss, the last one and the mean of the last ten, and the fall
   factor first / last (the promise: at least 10x);
-* the validation one-step loss and rollout position errors at every validation.
+* the validation one-step loss and rollout position errors at every validation;
+* emergence: every head's collision-detection score at step 0 and at the end (all three
+  variants, as [layer x head] tables), the best head's attention-distance correlation and G at
+  contact distance at step 0 and at the end, and a figure of the best head's curves
+  (``RUN_DIR/emergence_curves.png``).
 
 Exits non-zero if a promise is broken.
 """
@@ -26,6 +30,8 @@ from pathlib import Path
 
 BUDGET_SECONDS = 600.0
 MIN_LOSS_FALL = 10.0
+MAX_START_SCORE = 0.3
+MIN_END_SCORE = 0.9
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, str]]:
@@ -35,6 +41,78 @@ def read_metrics(run_dir: Path) -> list[dict[str, str]]:
 
 def series(rows: list[dict[str, str]], key: str) -> list[tuple[int, float]]:
     return [(int(row["step"]), float(row[key])) for row in rows if row.get(key)]
+
+
+def head_table(rows: list[dict[str, str]], column: str) -> str:
+    layers = 1 + max(int(r["layer"]) for r in rows)
+    heads = 1 + max(int(r["head"]) for r in rows)
+    grid = [["" for _ in range(heads)] for _ in range(layers)]
+    for row in rows:
+        value = row[column]
+        grid[int(row["layer"])][int(row["head"])] = f"{float(value):.3f}" if value else "  -  "
+    lines = ["layer | " + " ".join(f"  H{h}  " for h in range(heads))]
+    lines += [f"  L{i}  | " + " ".join(f"{v:>6}" for v in grid[i]) for i in range(layers)]
+    return "\n".join(lines)
+
+
+def report_emergence(run_dir: Path) -> list[str]:
+    """Print the collision-score tables and the best head's curves; return broken promises."""
+    path = run_dir / "emergence" / "collision_scores.csv"
+    if not path.exists():
+        return ["no emergence/collision_scores.csv (are the monitors in the config?)"]
+    with path.open() as handle:
+        collision = list(csv.DictReader(handle))
+    with (run_dir / "emergence" / "attention_distance.csv").open() as handle:
+        distance = list(csv.DictReader(handle))
+    steps = sorted({int(r["step"]) for r in collision})
+    first = [r for r in collision if int(r["step"]) == steps[0]]
+    last = [r for r in collision if int(r["step"]) == steps[-1]]
+    for column in ("score", "strict", "impact"):
+        print(f"\ncollision {column} at step {steps[-1]}:\n{head_table(last, column)}")
+    start_max = max(float(r["score"]) for r in first)
+    best = max(last, key=lambda r: float(r["score"]))
+    key = (best["layer"], best["head"])
+    print(f"\nstep 0: every head's score <= {start_max:.3f}; "
+          f"best head at the end L{key[0]}H{key[1]}: "
+          f"score {float(best['score']):.3f}, strict {float(best['strict']):.3f}, "
+          f"impact {float(best['impact']):.3f}")
+    curve = [r for r in distance if (r["layer"], r["head"]) == key]
+    for column in ("pearson", "g_contact"):
+        print(f"best head {column}: step {curve[0]['step']}: {float(curve[0][column]):+.4f} -> "
+              f"step {curve[-1]['step']}: {float(curve[-1][column]):+.4f}")
+    plot_best_head(run_dir, collision, curve, key)
+    failures = []
+    if start_max >= MAX_START_SCORE:
+        failures.append(f"a head starts at {start_max:.3f} >= {MAX_START_SCORE}")
+    if float(best["score"]) < MIN_END_SCORE:
+        failures.append(f"best final score {float(best['score']):.3f} < {MIN_END_SCORE}")
+    return failures
+
+
+def plot_best_head(run_dir: Path, collision: list, curve: list, key: tuple[str, str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    head = [r for r in collision if (r["layer"], r["head"]) == key]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for column, style in (("score", "-"), ("strict", "--"), ("impact", ":")):
+        axes[0].plot([max(int(r["step"]), 1) for r in head], [float(r[column]) for r in head],
+                     style, label=column)
+    axes[0].set(xscale="log", xlabel="step (0 drawn at 1)", ylabel="collision score",
+                title=f"L{key[0]}H{key[1]}: collision-detection score")
+    axes[0].legend()
+    for ax, column in zip(axes[1:], ("pearson", "g_contact"), strict=True):
+        values = [float(r[column]) for r in curve]
+        departure = [abs(v - values[0]) for v in values]
+        ax.plot([int(r["step"]) for r in curve][1:], departure[1:], "o-", markersize=3)
+        ax.set(xscale="log", yscale="log", xlabel="step",
+               title=f"|{column}(t) - {column}(0)|\n({values[0]:+.3f} -> {values[-1]:+.3f})")
+    fig.tight_layout()
+    fig.savefig(run_dir / "emergence_curves.png", dpi=110)
+    plt.close(fig)
+    print(f"figure: {run_dir / 'emergence_curves.png'}")
 
 
 def main() -> int:
@@ -74,7 +152,7 @@ def main() -> int:
         values = ", ".join(f"{step}: {value:.4f}" for step, value in series(rows, key))
         print(f"{key}: {values}")
 
-    failures = []
+    failures = report_emergence(run_dir)
     if wall > BUDGET_SECONDS:
         failures.append(f"wall time {wall:.0f} s > {BUDGET_SECONDS:.0f} s")
     if fall < MIN_LOSS_FALL:

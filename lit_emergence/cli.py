@@ -219,7 +219,9 @@ class LitEmergenceCLI(LightningCLI):
             loggers.insert(
                 0,
                 WandbLogger(
-                    save_dir=str(run_dir),
+                    # Absolute: W&B's service process resolves relative paths against its own
+                    # working directory, which is the first run's when a process trains twice.
+                    save_dir=str(run_dir.resolve()),
                     project=config.wandb_project,
                     name=run_dir.name,
                     offline=config.wandb == "offline",

@@ -39,6 +39,8 @@ def test_log_schedule_includes_zero_and_is_log_spaced():
     assert [s for s in range(1001) if schedule(s)] == schedule.steps_up_to(1000)
     with_linear = LogSchedule(points_per_decade=1, every=250)
     assert with_linear.steps_up_to(1000) == [0, 1, 10, 100, 250, 500, 750, 1000]
+    assert LogSchedule(points_per_decade=1, start=100).steps_up_to(10_000) == [0, 100, 1000, 10_000]
+    assert not LogSchedule(points_per_decade=1, start=100)(10)
     with pytest.raises(ValueError, match="points_per_decade"):
         LogSchedule(points_per_decade=0)
 
@@ -278,12 +280,17 @@ def test_ddp_scores_equal_single_process(write_config, in_tmp_dir):
 
 @pytest.mark.slow
 def test_sigkill_and_resume_keeps_every_scheduled_step_exactly_once(in_tmp_dir):
-    # The quickstart config (model, callbacks), on less data, checkpointing every 25 steps.
-    max_steps = 400
+    # The quickstart config (model, callbacks), on less data and a smaller probe set,
+    # checkpointing every 20 steps.
+    max_steps = 200
     config = yaml.safe_load((REPO_ROOT / "configs" / "quickstart.yaml").read_text())
     for callback in config["trainer"]["callbacks"]:
         if callback["class_path"].endswith("ModelCheckpoint"):
-            callback["init_args"]["every_n_train_steps"] = 25
+            callback["init_args"]["every_n_train_steps"] = 20
+        if callback["class_path"].endswith("LLCMonitor"):  # probe = batch_size x num_batches
+            callback["init_args"].update(num_draws=8, num_burnin=2, batch_size=32)
+        elif callback["class_path"].startswith("lit_emergence.callbacks"):
+            callback["init_args"]["num_probe_samples"] = 64
     (in_tmp_dir / "quickstart.yaml").write_text(yaml.safe_dump(config))
     overrides = [
         "--config",
@@ -295,7 +302,7 @@ def test_sigkill_and_resume_keeps_every_scheduled_step_exactly_once(in_tmp_dir):
         "--trainer.max_steps",
         str(max_steps),
         "--trainer.val_check_interval",
-        "100",
+        "200",
         "--trainer.limit_val_batches",
         "1",
         "--trainer.enable_progress_bar",
@@ -316,18 +323,19 @@ def test_sigkill_and_resume_keeps_every_scheduled_step_exactly_once(in_tmp_dir):
         [PYTHON, "-m", "lit_emergence", "fit", *overrides],
         cwd=in_tmp_dir,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        # A file, not a pipe: an unread pipe fills up and stalls the child.
+        stderr=(in_tmp_dir / "first_run.log").open("w"),
         env=subprocess_env(),
     )
-    # Kill once a measurement past the second checkpoint (step 50) is on disk.
+    # Kill once a measurement past the second checkpoint (step 40) is on disk.
     deadline = time.time() + 240
     while time.time() < deadline and process.poll() is None:
-        if history.exists() and any(int(r["step"]) > 60 for r in read_rows(history)):
+        if history.exists() and any(int(r["step"]) > 42 for r in read_rows(history)):
             break
         time.sleep(0.05)
     assert process.poll() is None, (
-        "the run ended before it could be killed: " + process.stderr.read()[-2000:]
+        "the run ended before it could be killed: "
+        + (in_tmp_dir / "first_run.log").read_text()[-2000:]
     )
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -352,6 +360,9 @@ def test_sigkill_and_resume_keeps_every_scheduled_step_exactly_once(in_tmp_dir):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     expected = LogSchedule().steps_up_to(max_steps)
+    llc_rows = read_rows(in_tmp_dir / "runs/q/emergence/llc.csv")
+    llc_steps = [int(r["step"]) for r in llc_rows if r["component"] == "model"]
+    assert llc_steps == [0, 100]  # LogSchedule(points_per_decade=1, start=100) up to 200
     for name in ("collision_scores.csv", "attention_distance.csv"):
         rows = read_rows(in_tmp_dir / "runs/q/emergence" / name)
         per_step: dict[int, int] = {}

@@ -5,6 +5,7 @@ from lit_emergence.analysis.figures import (
     attention_panels,
     figure_to_array,
     head_heatmap,
+    loss_traces,
 )
 
-__all__ = ["AttentionPanel", "attention_panels", "figure_to_array", "head_heatmap"]
+__all__ = ["AttentionPanel", "attention_panels", "figure_to_array", "head_heatmap", "loss_traces"]

@@ -1,6 +1,7 @@
 """Figures of attention structure (matplotlib, headless).
 
 * :func:`head_heatmap` — a value per [layer, head] as an annotated grid.
+* :func:`loss_traces` — SGLD loss traces of LLC chains (calibration at a glance).
 * :func:`attention_panels` — the paper's Figure 3 picture: discs drawn in their box, and the
   attention of every particle on every other as a line whose opacity is the attention weight;
   one panel per (head, state), e.g. the most and least collision-like heads in free fall and
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import matplotlib
 
@@ -163,6 +165,39 @@ def attention_panels(
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def loss_traces(traces: dict[str, Any], title: str = "", highlight: str = "model") -> Figure:
+    """Draw SGLD loss traces: per component, the chain-mean of ``L(w_t) - L(w*)`` over steps.
+
+    A good trace rises and then plateaus; one still climbing at the end means the step size,
+    localisation or ``n_beta`` need attention (see ``docs/llc.md``).
+
+    Args:
+        traces: Component name -> (chains, steps) loss traces with ``w_0 = w*``.
+        title: Figure title.
+        highlight: Component drawn thick and black (its chains drawn individually).
+
+    Returns:
+        The figure.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+    for name, trace in traces.items():
+        trace = np.asarray(trace, dtype=float)
+        rise = trace - trace[:, :1]
+        if name == highlight:
+            for chain in rise:
+                ax.plot(chain, color="black", linewidth=0.5, alpha=0.4)
+            ax.plot(np.nanmean(rise, axis=0), color="black", linewidth=2.0, label=name)
+        else:
+            ax.plot(np.nanmean(rise, axis=0), linewidth=0.8, alpha=0.7)
+    ax.set_xlabel("SGLD step")
+    ax.set_ylabel("L(w_t) - L(w*)")
+    ax.set_title(title or "SGLD loss traces", fontsize=9)
+    if highlight in traces:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -8,6 +8,7 @@ from lit_emergence.callbacks.attention_distance import AttentionDistanceMonitor
 from lit_emergence.callbacks.base import MeasurementCallback
 from lit_emergence.callbacks.collision import CollisionDetectionMonitor
 from lit_emergence.callbacks.history import CSVHistory
+from lit_emergence.callbacks.llc import LLCMonitor
 from lit_emergence.callbacks.probe import ProbeSet
 from lit_emergence.callbacks.schedule import LogSchedule
 
@@ -15,6 +16,7 @@ __all__ = [
     "AttentionDistanceMonitor",
     "CSVHistory",
     "CollisionDetectionMonitor",
+    "LLCMonitor",
     "LogSchedule",
     "MeasurementCallback",
     "ProbeSet",

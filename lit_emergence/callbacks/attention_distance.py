@@ -104,7 +104,7 @@ class AttentionDistanceMonitor(MeasurementCallback):
         g_contact = connected[..., contact_index]
         pearson = metric.compute_pearson().cpu()  # (L, H)
         layers, heads = pearson.shape
-        if trainer.is_global_zero and self.log_images and self.image_schedule(step):
+        if self.images_due(trainer, step, self.image_schedule):
             self._heatmaps = [
                 figure_to_array(
                     head_heatmap(

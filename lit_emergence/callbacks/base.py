@@ -35,7 +35,8 @@ from lit_emergence.callbacks.probe import ProbeSet, select_probe_set
 from lit_emergence.callbacks.schedule import LogSchedule
 
 EMERGENCE_DIR = "emergence"
-Schedule = Callable[[int], bool]
+# A LogSchedule (configurable from YAML) or any `step -> bool` callable.
+Schedule = LogSchedule | Callable[[int], bool]
 
 
 class MeasurementCallback(Callback):
@@ -55,6 +56,10 @@ class MeasurementCallback(Callback):
     """
 
     history_file: str = "history.csv"
+    #: Which split ``datamodule.probe_batch`` draws from.
+    probe_split: str = "val"
+    #: Split the probe set across DDP ranks (False: every rank gets all of it).
+    shard_probe: bool = True
 
     def __init__(
         self,
@@ -117,6 +122,15 @@ class MeasurementCallback(Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
 
+    def images_due(self, trainer: Trainer, step: int, image_schedule: Schedule) -> bool:
+        """Whether to draw figures now: rank 0, images on, due, and a logger that takes them."""
+        return (
+            trainer.is_global_zero
+            and self.log_images
+            and image_schedule(step)
+            and any(callable(getattr(lg, "log_image", None)) for lg in trainer.loggers)
+        )
+
     @staticmethod
     def send_images(
         trainer: Trainer, key: str, images: list[Any], step: int, captions: list[str] | None = None
@@ -139,10 +153,12 @@ class MeasurementCallback(Callback):
         emergence_dir = self.run_dir(trainer) / EMERGENCE_DIR
         self.probe = select_probe_set(
             trainer,
-            emergence_dir / "probe_set.pt",
+            emergence_dir / f"probe_{self.history_file.removesuffix('.csv')}.pt",
             num_samples=self.num_probe_samples,
             seed=self.probe_seed,
             explicit=self.explicit_probe,
+            split=self.probe_split,
+            shard=self.shard_probe,
         )
         if trainer.is_global_zero:
             self.history = CSVHistory(

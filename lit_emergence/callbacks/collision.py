@@ -164,7 +164,7 @@ class CollisionDetectionMonitor(MeasurementCallback):
                 metrics["impact"].update(attention, batch["contacts"], hit, valid=valid)
         # compute() reduces the sums over ranks: every rank gets here for every variant.
         scores = {variant: metric.compute().cpu() for variant, metric in metrics.items()}
-        if trainer.is_global_zero and self.log_images and self.image_schedule(step):
+        if self.images_due(trainer, step, self.image_schedule):
             self._figure = self._attention_figure(pl_module, probe, scores["score"], step)
         classes = head_class_names(
             classify_heads(scores["score"], self.true_threshold, self.partial_threshold)

@@ -1,14 +1,15 @@
 """The probe set: a fixed batch of samples every measurement is made on.
 
-Chosen once at the start of training and saved to ``RUN_DIR/emergence/probe_set.pt``; a resumed
-run loads that file, so measurements before and after a restart are made on the same samples.
-Under DDP each rank measures its own shard (samples ``rank, rank + world, ...``).
+Chosen once at the start of training and saved to ``RUN_DIR/emergence/probe_<history>.pt``
+(one per callback); a resumed run loads that file, so measurements before and after a restart
+are made on the same samples. Under DDP each rank measures its own shard (samples
+``rank, rank + world, ...``) unless the callback asks for the whole set.
 
 Where it comes from, first match wins:
 
 1. the saved file of this run (resume);
 2. an explicit probe batch given to the callback;
-3. ``trainer.datamodule.probe_batch(num_samples, seed)`` if the datamodule has it
+3. ``trainer.datamodule.probe_batch(num_samples, seed, split)`` if the datamodule has it
    (:class:`~lit_emergence.data.ParticleDataModule` does: samples spread over the validation
    trajectories from free fall to the settled pile);
 4. the first ``num_samples`` samples of the datamodule's first validation dataloader.
@@ -87,6 +88,8 @@ def select_probe_set(
     num_samples: int,
     seed: int,
     explicit: Mapping[str, Tensor] | None = None,
+    split: str = "val",
+    shard: bool = True,
 ) -> ProbeSet:
     """Return this rank's shard of the run's probe set, saving the full set on rank 0.
 
@@ -96,9 +99,11 @@ def select_probe_set(
         num_samples: Probe set size when it is chosen now.
         seed: Seed of the choice (passed to ``datamodule.probe_batch``).
         explicit: A probe batch given by the user.
+        split: Split passed to ``datamodule.probe_batch``.
+        shard: Return this rank's shard (True) or the whole set (False).
 
     Returns:
-        The probe shard of this rank.
+        The probe shard of this rank, or the whole probe set.
     """
     if path.is_file():
         tensors = torch.load(path, map_location="cpu", weights_only=True)
@@ -107,7 +112,7 @@ def select_probe_set(
     else:
         datamodule = getattr(trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "probe_batch"):
-            tensors = _tensors_only(datamodule.probe_batch(num_samples, seed))
+            tensors = _tensors_only(datamodule.probe_batch(num_samples, seed, split=split))
         else:
             tensors = _from_val_dataloader(trainer, num_samples)
         if trainer.is_global_zero:
@@ -115,4 +120,5 @@ def select_probe_set(
             tmp = path.with_name(f".{path.name}.tmp")
             torch.save(tensors, tmp)
             os.replace(tmp, path)
-    return ProbeSet(tensors).shard(trainer.global_rank, trainer.world_size)
+    probe = ProbeSet(tensors)
+    return probe.shard(trainer.global_rank, trainer.world_size) if shard else probe

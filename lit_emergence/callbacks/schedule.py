@@ -18,6 +18,8 @@ class LogSchedule:
         points_per_decade: Grid points per factor of ten in steps (> 0).
         every: If given, also every multiple of ``every`` (> 0).
         max_step: If given, no step above it is scheduled.
+        start: Log-grid points below ``start`` are skipped (step 0 is always kept); e.g.
+            ``LogSchedule(points_per_decade=1, start=100)`` is 0, 100, 1000, 10000, ...
 
     Example:
         >>> LogSchedule(points_per_decade=4).steps_up_to(100)
@@ -25,7 +27,11 @@ class LogSchedule:
     """
 
     def __init__(
-        self, points_per_decade: float = 8.0, every: int | None = None, max_step: int | None = None
+        self,
+        points_per_decade: float = 8.0,
+        every: int | None = None,
+        max_step: int | None = None,
+        start: int = 1,
     ) -> None:
         if not points_per_decade > 0:
             raise ValueError(f"points_per_decade must be > 0, got {points_per_decade}")
@@ -34,6 +40,7 @@ class LogSchedule:
         self.points_per_decade = float(points_per_decade)
         self.every = every
         self.max_step = max_step
+        self.start = start
 
     def _grid_point(self, k: int) -> int:
         return round(10.0 ** (k / self.points_per_decade))
@@ -44,6 +51,8 @@ class LogSchedule:
             return False
         if step == 0 or (self.every is not None and step % self.every == 0):
             return True
+        if step < self.start:
+            return False
         # The grid point nearest in log space, and its neighbours (rounding can map two
         # exponents to one integer, or put the matching exponent one off).
         k = round(math.log10(step) * self.points_per_decade)
@@ -54,7 +63,8 @@ class LogSchedule:
         steps = {0} if last_step >= 0 else set()
         k = 0
         while (point := self._grid_point(k)) <= last_step:
-            steps.add(point)
+            if point >= self.start:
+                steps.add(point)
             k += 1
         if self.every is not None:
             steps.update(range(0, last_step + 1, self.every))
@@ -65,5 +75,5 @@ class LogSchedule:
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(points_per_decade={self.points_per_decade:g}, "
-            f"every={self.every}, max_step={self.max_step})"
+            f"every={self.every}, max_step={self.max_step}, start={self.start})"
         )

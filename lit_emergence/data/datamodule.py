@@ -256,26 +256,32 @@ class ParticleDataModule(pl.LightningDataModule):
         """``[one-step loader, rollout loader]`` over the test split."""
         return self._evaluation_loaders("test")
 
-    def probe_batch(self, num_samples: int, seed: int = 0) -> dict[str, torch.Tensor]:
-        """Return a fixed batch of validation samples for measurement callbacks.
+    def probe_batch(
+        self, num_samples: int, seed: int = 0, split: str = "val"
+    ) -> dict[str, torch.Tensor]:
+        """Return a fixed batch of samples for measurement callbacks.
 
-        The samples are drawn without replacement from every validation scene and frame, so the
+        The samples are drawn without replacement from every scene and frame of ``split``, so the
         probe set covers free fall, impacts and the settled pile. Not augmented.
 
         Args:
             num_samples: How many samples (at most the size of the validation split).
             seed: Seed of the draw.
+            split: ``"train"``, ``"val"`` or ``"test"``.
 
         Returns:
             A one-step batch dict (see the module docs), samples in index order, plus
             ``velocity_change`` (B, N, 2), the raw velocity change over the interval.
         """
         self._require_setup()
-        dataset = self.datasets["val"]
+        if split not in self.datasets:
+            raise ValueError(f"split must be one of {sorted(self.datasets)}, got {split!r}")
+        dataset = self.datasets[split]
         count = min(num_samples, len(dataset))
         generator = torch.Generator().manual_seed(seed)
         indices = torch.randperm(len(dataset), generator=generator)[:count].sort().values
-        batch = dataset.__getitems__(indices.tolist())
+        # Unaugmented: a probe must be the same samples every time it is drawn.
+        batch = dataset.__getitems__(indices.tolist(), augment=False)
         # Raw velocity change over the interval: which queries were hit (impact score).
         assert self.normalizer is not None
         batch["velocity_change"] = self.normalizer.denormalize_target(batch["target"])

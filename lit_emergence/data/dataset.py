@@ -126,7 +126,7 @@ class OneStepDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         return _unbatch(self.__getitems__([index]))
 
-    def __getitems__(self, indices: Sequence[int]) -> dict[str, Tensor]:
+    def __getitems__(self, indices: Sequence[int], augment: bool = True) -> dict[str, Tensor]:
         index = np.asarray(indices, dtype=np.int64)  # (B,)
         if index.ndim != 1 or ((index < 0) | (index >= len(self))).any():
             raise IndexError(f"sample indices must lie in [0, {len(self)})")
@@ -141,7 +141,7 @@ class OneStepDataset(Dataset):
         radii = arrays.radii[scene]  # (B, N)
         contacts = arrays.contacts(scene, frame)  # (B, N, N)
 
-        if self.mirror_augment:
+        if self.mirror_augment and augment:
             mirrored = self.rng.random(len(index)) < 0.5  # (B,)
             positions[mirrored, :, 0] = self.box_width - positions[mirrored, :, 0]
             velocities[mirrored, :, 0] *= -1

@@ -1,0 +1,226 @@
+"""LLCMonitor: local learning coefficient of the whole model and of every head, over training."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule, Trainer
+from torch import Tensor, nn
+
+from lit_emergence.analysis.figures import figure_to_array, loss_traces
+from lit_emergence.callbacks.base import MeasurementCallback, Schedule, nan_to_none
+from lit_emergence.callbacks.probe import ProbeSet
+from lit_emergence.callbacks.schedule import LogSchedule
+from lit_emergence.llc import LLCResult, Restriction, attention_head_restrictions, estimate_llc_many
+
+LossFn = Callable[[Tensor, Mapping[str, Tensor]], Tensor]
+InputsFn = Callable[[Mapping[str, Tensor]], tuple]
+
+
+def _mse_to_target(outputs: Tensor, batch: Mapping[str, Tensor]) -> Tensor:
+    return F.mse_loss(outputs, batch["target"])
+
+
+def _features(batch: Mapping[str, Tensor]) -> tuple:
+    return (batch["features"],)
+
+
+def _default_model(pl_module: LightningModule) -> nn.Module:
+    return getattr(pl_module, "model", pl_module)
+
+
+def _default_restrictions(model: nn.Module, per_head: bool) -> dict[str, Restriction]:
+    if per_head and hasattr(model, "blocks"):
+        return attention_head_restrictions(model, include_model=True)
+    return {"model": None}
+
+
+class LLCMonitor(MeasurementCallback):
+    """Estimate the LLC of the whole model and (weight-refined) of every attention head.
+
+    At each scheduled step, SGLD chains sample the localised tempered posterior around the
+    current weights ``w*`` on fixed training minibatches, all components and chains in one
+    vectorised call (:func:`lit_emergence.llc.estimate_llc_many`), on copies of the weights:
+    parameters, optimizer state, RNG and train/eval flags are untouched. Under DDP the
+    components are split across ranks (round robin) and the results gathered, so no rank waits
+    idle while another samples.
+
+    Writes ``RUN_DIR/emergence/llc.csv``: one row per step and component (``model``,
+    ``l<layer>h<head>``) with the mean and std over chains, every chain's estimate
+    (``;``-separated), the diagnostics (diverged chains, ``trace_rise``, ``still_climbing``) and
+    the hyperparameters. Logs ``llc/<component>`` and, on ``image_schedule``, the chains' loss
+    traces (W&B).
+
+    Args:
+        per_head: Estimate every head as well as the whole model (needs a ``blocks[l].attn``
+            layout like :class:`~lit_emergence.model.ParticleTransformer`, or ``restrictions_fn``).
+        num_chains: Chains per component.
+        num_draws: Kept draws per chain.
+        num_burnin: Discarded steps before the first draw.
+        step_size: SGLD step size (3e-4 gave flat traces in the feasibility run).
+        localization: Localisation strength gamma.
+        n_beta: ``n * beta``; default ``B / ln B`` with ``B = batch_size``.
+        sampler: ``"sgld"`` or ``"rmsprop_sgld"``.
+        batch_size: Size of each fixed minibatch.
+        num_batches: Number of fixed minibatches (drawn once from the training split).
+        seed: Base seed of the chains' noise (the step is added, so each point differs).
+        model_fn: ``pl_module -> nn.Module`` whose parameters are sampled (default
+            ``pl_module.model`` if present, else ``pl_module``).
+        loss_fn: ``(outputs, batch) -> loss`` (default MSE against ``batch["target"]``).
+        inputs_fn: ``batch -> tuple`` of model inputs (default ``(batch["features"],)``).
+        restrictions_fn: ``model -> {name: restriction}``, overriding ``per_head``.
+        image_schedule: Steps at which loss-trace figures are logged (default 0, 10, 100, ...).
+        schedule: When to estimate (default :class:`LogSchedule` with 2 points per decade).
+        **kwargs: Other arguments of :class:`~lit_emergence.callbacks.base.MeasurementCallback`.
+    """
+
+    history_file = "llc.csv"
+    probe_split = "train"
+    shard_probe = False
+
+    def __init__(
+        self,
+        per_head: bool = True,
+        num_chains: int = 4,
+        num_draws: int = 100,
+        num_burnin: int = 25,
+        step_size: float = 3e-4,
+        localization: float = 100.0,
+        n_beta: float | None = None,
+        sampler: str = "sgld",
+        batch_size: int = 256,
+        num_batches: int = 4,
+        seed: int = 0,
+        model_fn: Callable[[LightningModule], nn.Module] | None = None,
+        loss_fn: LossFn | None = None,
+        inputs_fn: InputsFn | None = None,
+        restrictions_fn: Callable[[nn.Module], dict[str, Restriction]] | None = None,
+        image_schedule: Schedule | None = None,
+        schedule: Schedule | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 (n_beta = B / ln B), got {batch_size}")
+        if num_batches < 1:
+            raise ValueError(f"num_batches must be >= 1, got {num_batches}")
+        kwargs.setdefault("num_probe_samples", batch_size * num_batches)
+        kwargs.setdefault("probe_batch_size", batch_size)
+        super().__init__(schedule=schedule or LogSchedule(points_per_decade=2), **kwargs)
+        self.per_head = per_head
+        self.settings = {
+            "num_chains": num_chains,
+            "num_draws": num_draws,
+            "num_burnin": num_burnin,
+            "step_size": step_size,
+            "localization": localization,
+            "n_beta": n_beta,
+            "sampler": sampler,
+        }
+        self.batch_size = batch_size
+        self.seed = seed
+        self.model_fn = model_fn or _default_model
+        self.loss_fn = loss_fn or _mse_to_target
+        self.inputs_fn = inputs_fn or _features
+        self.restrictions_fn = restrictions_fn
+        self.image_schedule = image_schedule or LogSchedule(points_per_decade=1)
+        self._traces: dict[str, Tensor] | None = None
+
+    def fieldnames(self, trainer: Trainer, pl_module: LightningModule) -> Sequence[str]:
+        """History columns."""
+        return [
+            "step",
+            "lr_integral",
+            "component",
+            "llc_mean",
+            "llc_std",
+            "llc_per_chain",
+            "num_diverged",
+            "trace_rise",
+            "still_climbing",
+            "init_loss",
+            "num_sampled",
+            "step_size",
+            "localization",
+            "n_beta",
+            "sampler",
+            "num_chains",
+            "num_draws",
+        ]
+
+    def _restrictions(self, model: nn.Module) -> dict[str, Restriction]:
+        if self.restrictions_fn is not None:
+            return self.restrictions_fn(model)
+        return _default_restrictions(model, self.per_head)
+
+    def measure(
+        self, trainer: Trainer, pl_module: LightningModule, probe: ProbeSet, step: int
+    ) -> list[dict[str, Any]]:
+        """Estimate this rank's share of the components, then gather every rank's rows."""
+        model = self.model_fn(pl_module)
+        restrictions = self._restrictions(model)
+        names = list(restrictions)[trainer.global_rank :: trainer.world_size]
+        rows: list[dict[str, Any]] = []
+        traces: dict[str, Tensor] = {}
+        if names:
+            batches = list(probe.batches(self.batch_size))
+            # SGLD needs gradients; the estimator works on its own copies of the weights.
+            with torch.enable_grad():
+                results = estimate_llc_many(
+                    model,
+                    self.loss_fn,
+                    batches,
+                    {n: restrictions[n] for n in names},
+                    inputs_fn=self.inputs_fn,
+                    generator=self.seed + step,
+                    **self.settings,
+                )
+            for name, result in results.items():
+                rows.append(self._row(name, result))
+                traces[name] = result.loss_trace
+        if trainer.world_size > 1:
+            gathered: list[Any] = [None] * trainer.world_size
+            torch.distributed.all_gather_object(gathered, (rows, traces))
+            rows = [row for rank_rows, _ in gathered for row in rank_rows]
+            traces = {k: v for _, rank_traces in gathered for k, v in rank_traces.items()}
+        order = {name: index for index, name in enumerate(restrictions)}
+        rows.sort(key=lambda row: order[row["component"]])
+        if self.images_due(trainer, step, self.image_schedule):
+            self._traces = traces
+        return rows
+
+    def _row(self, name: str, result: LLCResult) -> dict[str, Any]:
+        hyper = result.hyperparameters
+        return {
+            "component": name,
+            "llc_mean": nan_to_none(float(result.llc_mean)),
+            "llc_std": nan_to_none(float(result.llc_std)),
+            "llc_per_chain": ";".join(repr(float(v)) for v in result.llc_per_chain),
+            "num_diverged": int(result.diverged.sum()),
+            "trace_rise": nan_to_none(float(result.trace_rise)),
+            "still_climbing": bool(result.still_climbing),
+            "init_loss": float(result.init_loss),
+            "num_sampled": int(result.num_sampled),
+            "step_size": hyper.get("step_size", self.settings["step_size"]),
+            "localization": hyper.get("localization", self.settings["localization"]),
+            "n_beta": hyper.get("n_beta", self.settings["n_beta"]),
+            "sampler": self.settings["sampler"],
+            "num_chains": self.settings["num_chains"],
+            "num_draws": self.settings["num_draws"],
+        }
+
+    def log_measurement(
+        self, trainer: Trainer, pl_module: LightningModule, rows: list[dict[str, Any]], step: int
+    ) -> None:
+        """LLC scalars per component; loss-trace figures on the image schedule."""
+        metrics = {
+            f"llc/{row['component']}": row["llc_mean"] for row in rows if row["llc_mean"] != ""
+        }
+        metrics["llc/num_diverged_chains"] = sum(row["num_diverged"] for row in rows)
+        self.send_scalars(trainer, metrics, step)
+        if self._traces is not None:
+            figure = loss_traces(self._traces, title=f"SGLD loss traces, step {step}")
+            self.send_images(trainer, "llc/loss_traces", [figure_to_array(figure)], step)
+            self._traces = None

@@ -1,0 +1,178 @@
+"""LLCResult: the estimate of one restriction, its chains' loss traces and diagnostics."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["LLCResult", "summarize_chains"]
+
+
+@dataclass(frozen=True)
+class LLCResult:
+    """Local learning coefficient estimate of one restriction (all tensors on the CPU).
+
+    ``lambda_hat`` of chain ``c`` is ``n_beta * mean_t [L_{b(t)}(w_t) - L_{b(t)}(w*)]`` over
+    its kept draws ``t``, where ``b(t)`` is the minibatch used at step ``t``: each draw is
+    compared with ``w*`` on the same minibatch. ``init_loss`` is the mean of
+    ``L_{b(t)}(w*)`` over the kept draws (the mean loss of ``w*`` over the batches, counted as
+    often as the draws used them; exactly the mean over the batches when the number of kept
+    draws is a multiple of the number of batches).
+
+    Attributes:
+        llc_per_chain: ``lambda_hat`` of every chain (K,), float64; NaN for diverged chains.
+        llc_mean: Mean over the finite (non-diverged) chains; NaN if there are none.
+        llc_std: Standard deviation (Bessel-corrected) over the finite chains; NaN if fewer
+            than two.
+        init_loss: ``L(w*)`` as paired with the draws (see above).
+        loss_trace: Minibatch loss ``L_{b(t)}(w_t)`` of every chain at every step (K, S),
+            burn-in included; ``w_0 = w*``.
+        is_draw: Bool (S,): the steps kept as draws (after burn-in, every ``thinning``-th).
+        init_losses: ``L_b(w*)`` for every minibatch b (num_batches,).
+        diverged: Bool (K,): chains with a non-finite loss, or a loss that rose more than
+            ``divergence_factor * (|L(w*)| + 1/n_beta)`` above ``L(w*)``.
+        trace_rise: Rise of the chain-averaged loss over the second half of the draws (least-
+            squares slope times its length) in units of the chains' spread about their own
+            trend lines there; large positive values mean the chains are still climbing.
+        still_climbing: ``trace_rise > climb_threshold``.
+        num_sampled: Number of coordinates each chain samples.
+        hyperparameters: Everything needed to reproduce the run (sampler, step size, ...).
+
+    """
+
+    llc_per_chain: Tensor
+    llc_mean: float
+    llc_std: float
+    init_loss: float
+    loss_trace: Tensor
+    is_draw: Tensor
+    init_losses: Tensor
+    diverged: Tensor
+    trace_rise: float
+    still_climbing: bool
+    num_sampled: int
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_chains(self) -> int:
+        """Number of chains (K)."""
+        return self.llc_per_chain.numel()
+
+    @property
+    def num_diverged(self) -> int:
+        """Number of diverged chains."""
+        return int(self.diverged.sum())
+
+    @property
+    def fraction_diverged(self) -> float:
+        """Fraction of diverged chains."""
+        return self.num_diverged / self.num_chains
+
+    @property
+    def llc_sem(self) -> float:
+        """Standard error of ``llc_mean`` if the chains were independent: std / sqrt(finite)."""
+        finite = self.num_chains - self.num_diverged
+        return self.llc_std / math.sqrt(finite) if finite > 1 else math.nan
+
+    @property
+    def draws(self) -> Tensor:
+        """Loss at the kept draws (K, num_draws)."""
+        return self.loss_trace[:, self.is_draw]
+
+    def summary(self) -> dict[str, float]:
+        """Scalars for logging: mean, std, init loss, divergence and climbing diagnostics."""
+        return {
+            "llc_mean": self.llc_mean,
+            "llc_std": self.llc_std,
+            "init_loss": self.init_loss,
+            "fraction_diverged": self.fraction_diverged,
+            "trace_rise": self.trace_rise,
+            "still_climbing": float(self.still_climbing),
+        }
+
+
+def _trace_rise(draws: Tensor) -> float:
+    """Rise of the mean trace over the second half, in units of the chains' spread there.
+
+    The rise is the least-squares slope of the chain-averaged trace times the window length;
+    the spread is the residual standard deviation of each chain about its own fitted line,
+    averaged over chains (so a steady climb is not mistaken for spread).
+    """
+    half = draws[:, draws.shape[1] // 2 :]  # (K, T)
+    steps = half.shape[1]
+    if steps < 3:
+        return 0.0
+    t = torch.arange(steps, dtype=half.dtype)
+    t = t - t.mean()
+    centered = half - half.mean(dim=1, keepdim=True)
+    slopes = (centered * t).sum(dim=1) / (t * t).sum()  # (K,)
+    rise = float(slopes.mean()) * (steps - 1)  # slope of the mean trace = mean of slopes
+    residual = centered - slopes[:, None] * t
+    spread = float(residual.pow(2).sum(dim=1).div(steps - 2).sqrt().mean())
+    if spread == 0.0:
+        return 0.0 if rise == 0.0 else math.copysign(math.inf, rise)
+    return rise / spread
+
+
+def summarize_chains(
+    loss_trace: Tensor,
+    is_draw: Tensor,
+    init_losses: Tensor,
+    batch_of_step: Tensor,
+    *,
+    n_beta: float,
+    divergence_factor: float,
+    climb_threshold: float,
+    num_sampled: int,
+    hyperparameters: dict[str, Any],
+) -> LLCResult:
+    """Estimate and diagnose one restriction from its chains' loss traces (CPU tensors).
+
+    Args:
+        loss_trace: Minibatch losses (K, S), float64.
+        is_draw: Bool (S,), the kept draws.
+        init_losses: ``L_b(w*)`` per batch (num_batches,), float64.
+        batch_of_step: Batch index used at each step (S,).
+        n_beta: Inverse temperature times sample size.
+        divergence_factor: See :attr:`LLCResult.diverged`.
+        climb_threshold: See :attr:`LLCResult.still_climbing`.
+        num_sampled: Coordinates sampled per chain.
+        hyperparameters: Stored in the result.
+
+    Returns:
+        The :class:`LLCResult`.
+
+    """
+    reference = init_losses[batch_of_step[is_draw]]  # L_{b(t)}(w*) at each draw (T,)
+    init_loss = float(reference.mean())
+    draws = loss_trace[:, is_draw]  # (K, T)
+
+    threshold = init_loss + divergence_factor * (abs(init_loss) + 1.0 / n_beta)
+    finite = torch.isfinite(loss_trace).all(dim=1)
+    exploded = loss_trace.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0).amax(dim=1) > threshold
+    diverged = ~finite | exploded
+
+    llc = n_beta * (draws - reference).mean(dim=1)
+    llc = llc.masked_fill(diverged, math.nan)
+    kept = llc[~diverged]
+    llc_mean = float(kept.mean()) if kept.numel() else math.nan
+    llc_std = float(kept.std()) if kept.numel() > 1 else math.nan
+    trace_rise = _trace_rise(draws[~diverged]) if kept.numel() else math.nan
+    return LLCResult(
+        llc_per_chain=llc,
+        llc_mean=llc_mean,
+        llc_std=llc_std,
+        init_loss=init_loss,
+        loss_trace=loss_trace,
+        is_draw=is_draw,
+        init_losses=init_losses,
+        diverged=diverged,
+        trace_rise=trace_rise,
+        still_climbing=bool(trace_rise > climb_threshold),
+        num_sampled=num_sampled,
+        hyperparameters=hyperparameters,
+    )
