@@ -40,9 +40,9 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from simulated_data import simulated_datamodule
 from torch import Tensor, nn
 
-from lit_emergence.data import ParticleDataModule
 from lit_emergence.llc import (
     LLCResult,
     attention_head_restriction,
@@ -52,7 +52,6 @@ from lit_emergence.llc import (
     estimate_llc_many,
 )
 from lit_emergence.model import ParticleTransformer
-from lit_emergence.physics import SimulationConfig
 
 Batch = dict[str, Tensor]
 
@@ -97,20 +96,7 @@ def synchronize(device: str) -> None:
 
 def make_batches(args: argparse.Namespace, cache_dir: str) -> tuple[list[Batch], int, int]:
     """Fixed minibatches of real simulator data (features and normalised targets)."""
-    if args.particles <= 16:
-        simulation = SimulationConfig(num_particles=args.particles)
-    else:
-        simulation = SimulationConfig(num_particles=args.particles, box_width=15.5, box_height=32.0)
-    datamodule = ParticleDataModule(
-        simulation=simulation,
-        num_train=args.trajectories,
-        num_val=2,
-        num_test=2,
-        batch_size=args.batch,
-        cache_dir=cache_dir,
-    )
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    datamodule = simulated_datamodule(args.particles, args.trajectories, args.batch, cache_dir)
     batches = []
     for batch in datamodule.train_dataloader():
         batches.append(

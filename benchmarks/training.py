@@ -21,11 +21,11 @@ import time
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import Callback, Trainer
+from simulated_data import simulated_datamodule
 
 from lit_emergence.data import ParticleDataModule
 from lit_emergence.model import ParticleTransformer
 from lit_emergence.module import LearnedSimulator
-from lit_emergence.physics import SimulationConfig
 
 
 def parse_args() -> argparse.Namespace:
@@ -41,21 +41,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--trajectories", type=int, default=64, help="training trajectories")
     return parser.parse_args()
-
-
-def make_datamodule(args: argparse.Namespace, cache_dir: str) -> ParticleDataModule:
-    simulation = SimulationConfig(num_particles=args.particles, box_width=15.5, box_height=32.0)
-    datamodule = ParticleDataModule(
-        simulation=simulation,
-        num_train=args.trajectories,
-        num_val=2,
-        num_test=2,
-        batch_size=args.batch,
-        cache_dir=cache_dir,
-    )
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    return datamodule
 
 
 def synchronize(device: str) -> None:
@@ -159,7 +144,7 @@ def main() -> None:
         f"torch threads {torch.get_num_threads()}; {args.steps} timed steps after {args.warmup}"
     )
     with tempfile.TemporaryDirectory() as cache_dir:
-        datamodule = make_datamodule(args, cache_dir)
+        datamodule = simulated_datamodule(args.particles, args.trajectories, args.batch, cache_dir)
         eager = plain_eager_steps_per_second(args, datamodule)
         print(f"plain eager loop     : {eager:8.2f} steps/s")
         through_lightning, module = lightning_steps_per_second(args, datamodule)

@@ -92,3 +92,19 @@ def subprocess_env() -> dict:
 
 
 PYTHON = sys.executable
+
+
+def run_single_and_ddp(config_path: Path, cwd: Path) -> None:
+    """Fit ``config_path`` once in one process (runs/single) and once on 2 gloo ranks (runs/ddp)."""
+    import subprocess
+
+    common = [PYTHON, "-m", "lit_emergence", "fit", "--config", str(config_path)]
+    for run_dir, extra in (
+        ("runs/single", []),
+        ("runs/ddp", ["--trainer.devices=2", "--trainer.strategy=ddp"]),
+    ):
+        result = subprocess.run(
+            [*common, "--run_dir", run_dir, *extra],
+            cwd=cwd, capture_output=True, text=True, timeout=300, env=subprocess_env(),
+        )
+        assert result.returncode == 0, result.stderr[-3000:]

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import PYTHON, REPO_ROOT, subprocess_env, tiny_config
+from conftest import PYTHON, REPO_ROOT, run_single_and_ddp, subprocess_env, tiny_config
 from lightning.pytorch import LightningModule, Trainer, seed_everything
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
@@ -126,6 +126,28 @@ def test_callbacks_do_not_perturb_training(tmp_path):
         int(r["step"]) for r in read_rows(tmp_path / "watched/run/emergence/collision_scores.csv")
     }
     assert steps == set(LogSchedule().steps_up_to(12))
+
+
+class CountingSimulator(LearnedSimulator):
+    calls = 0
+
+    def probe_attention(self, batch):
+        type(self).calls += 1
+        return super().probe_attention(batch)
+
+
+def test_monitors_share_one_forward_per_probe_chunk(tmp_path):
+    monitors = [
+        CollisionDetectionMonitor(num_probe_samples=16, probe_batch_size=8),
+        AttentionDistanceMonitor(num_probe_samples=16, probe_batch_size=8),
+    ]
+    module = CountingSimulator(
+        in_features=4, out_features=2, d_model=16, n_layers=1, n_heads=4, rollout_horizons=[1, 5]
+    )
+    train(tmp_path, monitors, steps=5, module=module)
+    measured_steps = len(LogSchedule().steps_up_to(5))
+    # Same probe samples (same size and seed) at the same step: 2 chunks, computed once.
+    assert CountingSimulator.calls == 2 * measured_steps
 
 
 # ----------------------------------------------------------------------------- reuse
@@ -245,20 +267,7 @@ def test_ddp_scores_equal_single_process(write_config, in_tmp_dir):
     config["wandb"] = "disabled"
     config["trainer"]["max_steps"] = 1
     config_path = write_config(config)
-    common = [PYTHON, "-m", "lit_emergence", "fit", "--config", str(config_path)]
-    for run_dir, extra in (
-        ("runs/single", []),
-        ("runs/ddp", ["--trainer.devices=2", "--trainer.strategy=ddp"]),
-    ):
-        result = subprocess.run(
-            [*common, "--run_dir", run_dir, *extra],
-            cwd=in_tmp_dir,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env=subprocess_env(),
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
+    run_single_and_ddp(config_path, in_tmp_dir)
     for name, columns in (
         ("collision_scores.csv", ["score", "strict", "impact"]),
         ("attention_distance.csv", ["pearson", "g_contact", "g_r1.000", "g_r2.000"]),

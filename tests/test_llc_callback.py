@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import csv
 import math
-import subprocess
 
 import pytest
 import torch
-from conftest import PYTHON, subprocess_env, tiny_config
+from conftest import run_single_and_ddp, tiny_config
 from test_callbacks import train
 
 from lit_emergence.callbacks import LLCMonitor, LogSchedule
@@ -53,16 +52,7 @@ def test_llc_components_split_across_ddp_ranks_and_gathered(write_config, in_tmp
         {"class_path": "lit_emergence.callbacks.LLCMonitor", "init_args": SMALL}
     )
     config_path = write_config(config)
-    common = [PYTHON, "-m", "lit_emergence", "fit", "--config", str(config_path)]
-    for run_dir, extra in (
-        ("runs/single", []),
-        ("runs/ddp", ["--trainer.devices=2", "--trainer.strategy=ddp"]),
-    ):
-        result = subprocess.run(
-            [*common, "--run_dir", run_dir, *extra],
-            cwd=in_tmp_dir, capture_output=True, text=True, timeout=300, env=subprocess_env(),
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
+    run_single_and_ddp(config_path, in_tmp_dir)
     single = read_rows(in_tmp_dir / "runs/single/emergence/llc.csv")
     ddp = read_rows(in_tmp_dir / "runs/ddp/emergence/llc.csv")
     assert [r["component"] for r in ddp] == [r["component"] for r in single]

@@ -1,4 +1,7 @@
-"""Analysis of persisted histories and checkpoints: figures (more to come: fits, report)."""
+"""Analysis of persisted histories and checkpoints: figures and dynamics fits.
+
+The fits live in :mod:`lit_emergence.analysis.dynamics` (import them from there).
+"""
 
 from lit_emergence.analysis.figures import (
     AttentionPanel,

@@ -93,7 +93,7 @@ class AttentionDistanceMonitor(MeasurementCallback):
         metric: ConnectedCorrelation | None = None
         radii, grid_index, contact_index = self._evaluation_radii(probe)
         for batch in probe.batches(self.probe_batch_size):
-            attention = probe_attention(pl_module, batch, self.attention_fn)
+            attention = probe_attention(pl_module, batch, self.attention_fn, step)
             if metric is None:
                 layers, heads = attention.shape[1:3]
                 metric = ConnectedCorrelation(layers, heads, radii.to(attention.device))

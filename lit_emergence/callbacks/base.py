@@ -32,6 +32,7 @@ from torch import Tensor
 
 from lit_emergence.callbacks.history import CSVHistory
 from lit_emergence.callbacks.probe import ProbeSet, select_probe_set
+from lit_emergence.callbacks.protocol import clear_attention_cache
 from lit_emergence.callbacks.schedule import LogSchedule
 
 EMERGENCE_DIR = "emergence"
@@ -46,7 +47,7 @@ class MeasurementCallback(Callback):
 
     Args:
         schedule: ``step -> bool``; default :class:`~lit_emergence.callbacks.LogSchedule` with
-            8 points per decade. Subclasses may also override :meth:`should_run`.
+            6 points per decade. Subclasses may also override :meth:`should_run`.
         num_probe_samples: Size of the probe set (split across DDP ranks).
         probe_batch_size: Samples per forward pass while measuring (bounds memory).
         probe_seed: Seed of the probe selection.
@@ -150,6 +151,7 @@ class MeasurementCallback(Callback):
     # ----------------------------------------------------------------------------- hooks
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Fix the probe set, open the history and cut it back on resume."""
+        clear_attention_cache(pl_module)
         emergence_dir = self.run_dir(trainer) / EMERGENCE_DIR
         self.probe = select_probe_set(
             trainer,

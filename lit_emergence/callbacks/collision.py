@@ -140,7 +140,7 @@ class CollisionDetectionMonitor(MeasurementCallback):
         """Scores of every head on this rank's probe shard, reduced over ranks."""
         metrics: dict[str, CollisionScore] = {}
         for batch in probe.batches(self.probe_batch_size):
-            attention = probe_attention(pl_module, batch, self.attention_fn)
+            attention = probe_attention(pl_module, batch, self.attention_fn, step)
             _, layers, heads = attention.shape[:3]
             if not metrics:
                 metrics = {v: CollisionScore(layers, heads).to(attention.device) for v in VARIANTS}

@@ -37,12 +37,44 @@ from torch import Tensor
 AttentionFn = Callable[[LightningModule, Mapping[str, Tensor]], Tensor]
 
 
+# Attention of the current step, keyed by the probe samples' ids: monitors that probe the same
+# samples at the same step (collision and attention-distance) share one forward pass.
+_CACHE_ATTRIBUTE = "_lit_emergence_attention_cache"
+
+
 def probe_attention(
-    pl_module: LightningModule, batch: Mapping[str, Tensor], attention_fn: AttentionFn | None
+    pl_module: LightningModule,
+    batch: Mapping[str, Tensor],
+    attention_fn: AttentionFn | None,
+    step: int | None = None,
 ) -> Tensor:
-    """Return (B, L, H, N, N) attention for ``batch`` through the documented protocol."""
+    """Return (B, L, H, N, N) attention for ``batch`` through the documented protocol.
+
+    With ``step`` given and an ``index`` (sample id) key in the batch, the result is cached on
+    the module for that step, so several callbacks measuring the same samples after the same
+    optimizer step compute it once. A custom ``attention_fn`` is never cached.
+    """
     if attention_fn is not None:
         return attention_fn(pl_module, batch)
+    if step is None or "index" not in batch:
+        return _call_protocol(pl_module, batch)
+    cached_step, cache = getattr(pl_module, _CACHE_ATTRIBUTE, (None, {}))
+    if cached_step != step:
+        cache = {}
+        object.__setattr__(pl_module, _CACHE_ATTRIBUTE, (step, cache))
+    key = tuple(batch["index"].tolist())
+    if key not in cache:
+        cache[key] = _call_protocol(pl_module, batch)
+    return cache[key]
+
+
+def clear_attention_cache(pl_module: LightningModule) -> None:
+    """Drop cached attention (a new fit may reuse step numbers with other weights)."""
+    if hasattr(pl_module, _CACHE_ATTRIBUTE):
+        object.__delattr__(pl_module, _CACHE_ATTRIBUTE)
+
+
+def _call_protocol(pl_module: LightningModule, batch: Mapping[str, Tensor]) -> Tensor:
     method = getattr(pl_module, "probe_attention", None)
     if method is None:
         raise TypeError(

@@ -28,7 +28,7 @@ class LogSchedule:
 
     def __init__(
         self,
-        points_per_decade: float = 8.0,
+        points_per_decade: float = 6.0,
         every: int | None = None,
         max_step: int | None = None,
         start: int = 1,
