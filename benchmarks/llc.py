@@ -248,16 +248,21 @@ def agree(a: Tensor, b: Tensor, sigmas: float = 3.5) -> tuple[bool, float]:
     return gap <= sigmas * error, gap / error if error > 0 else math.inf
 
 
-def run_whole_model(model, batches, args, n_beta) -> None:
-    common = dict(
+def sgld_settings(args: argparse.Namespace, num_chains: int) -> dict:
+    """SGLD settings shared by the whole-model and per-head runs (they differ in chains)."""
+    return dict(
         step_size=args.step_size,
         localization=args.localization,
-        num_chains=args.chains,
+        num_chains=num_chains,
         num_draws=args.draws,
         num_burnin=args.burnin,
         compile=args.compile,
         chunk_size=args.chunk_size,
     )
+
+
+def run_whole_model(model, batches, args, n_beta) -> None:
+    common = sgld_settings(args, args.chains)
     # warm-up (allocator, kernels, compilation), not timed
     estimate_llc(model, loss_fn, batches, **{**common, "num_draws": 3, "num_burnin": 0})
     seconds, result = timed(
@@ -294,15 +299,7 @@ def run_whole_model(model, batches, args, n_beta) -> None:
 
 def run_heads(model, batches, args, n_beta) -> None:
     restrictions = attention_head_restrictions(model, include_model=False)
-    common = dict(
-        step_size=args.step_size,
-        localization=args.localization,
-        num_chains=args.head_chains,
-        num_draws=args.draws,
-        num_burnin=args.burnin,
-        compile=args.compile,
-        chunk_size=args.chunk_size,
-    )
+    common = sgld_settings(args, args.head_chains)
     estimate_llc_many(
         model, loss_fn, batches, restrictions, **{**common, "num_draws": 3, "num_burnin": 0}
     )
