@@ -18,6 +18,7 @@ and :class:`~lit_emergence.data.ParticleDataModule`, with three additions:
 from __future__ import annotations
 
 import datetime
+import importlib
 import os
 import re
 import sys
@@ -38,6 +39,8 @@ from lit_emergence.module import LearnedSimulator
 # re-launches from the same command line land in the same directory.
 RUN_DIR_ENV = "LIT_EMERGENCE_RUN_DIR"
 PROGRAM = "lit-emergence"
+# Subcommands beside LightningCLI's: name -> module whose main(argv) returns the exit status.
+EXTRA_COMMANDS = {"report": "lit_emergence.report.cli", "seeds": "lit_emergence.seeds"}
 
 
 def _one_line(message: str) -> str:
@@ -236,6 +239,11 @@ def main(args: list[str] | None = None) -> None:
     W&B runs are finished before returning, so that calling ``main`` from Python (several runs in
     one process) flushes each run's files instead of leaving that to interpreter exit.
     """
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] in EXTRA_COMMANDS:
+        # Commands that work on finished runs (no model, no Trainer): their own small parsers.
+        module = importlib.import_module(EXTRA_COMMANDS[argv[0]])
+        raise SystemExit(module.main(argv[1:]))
     cli = LitEmergenceCLI(args=args)
     trainer = getattr(cli, "trainer", None)
     for logger in trainer.loggers if trainer is not None else []:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import Logger
+
+from lit_emergence.data import ParticleDataModule
+from lit_emergence.module import LearnedSimulator
+from lit_emergence.physics import SimulationConfig
 
 # W&B must never reach the network from a test; offline mode writes to the run directory only.
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -105,6 +113,64 @@ def run_single_and_ddp(config_path: Path, cwd: Path) -> None:
     ):
         result = subprocess.run(
             [*common, "--run_dir", run_dir, *extra],
-            cwd=cwd, capture_output=True, text=True, timeout=300, env=subprocess_env(),
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=subprocess_env(),
         )
         assert result.returncode == 0, result.stderr[-3000:]
+
+
+def tiny_datamodule(cache_dir: Path) -> ParticleDataModule:
+    """A datamodule of 8 training trajectories of 6 discs (cached under ``cache_dir``)."""
+    return ParticleDataModule(
+        simulation=SimulationConfig(num_particles=6, num_frames=24),
+        num_train=8,
+        num_val=2,
+        num_test=2,
+        batch_size=16,
+        rollout_horizons=[1, 5],
+        rollout_starts=2,
+        cache_dir=str(cache_dir),
+    )
+
+
+def train(
+    tmp_path: Path,
+    callbacks: list[Callback],
+    steps: int = 12,
+    module: LightningModule | None = None,
+    *,
+    run_dir: Path | None = None,
+    cache_dir: Path | None = None,
+    logger: Logger | bool = False,
+    ckpt_path: Path | None = None,
+) -> tuple[LightningModule, Trainer]:
+    """Fit a tiny model (seeded) in-process; run dir and cache default to ``tmp_path``'s."""
+    seed_everything(0)
+    module = module or LearnedSimulator(
+        in_features=4, out_features=2, d_model=16, n_layers=2, n_heads=4, rollout_horizons=[1, 5]
+    )
+    run_dir = run_dir or tmp_path / "run"
+    trainer = Trainer(
+        accelerator="cpu",
+        max_steps=steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=logger,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
+    )
+    datamodule = tiny_datamodule(cache_dir or tmp_path / "cache")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    return module, trainer
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """All rows of a CSV file as dictionaries of strings."""
+    with path.open() as handle:
+        return list(csv.DictReader(handle))

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-import csv
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from unittest import mock
 
 import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import PYTHON, REPO_ROOT, run_single_and_ddp, subprocess_env, tiny_config
+from conftest import (
+    PYTHON,
+    REPO_ROOT,
+    read_rows,
+    run_single_and_ddp,
+    subprocess_env,
+    tiny_config,
+    tiny_datamodule,
+    train,
+)
 from lightning.pytorch import LightningModule, Trainer, seed_everything
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
@@ -26,9 +33,7 @@ from lit_emergence.callbacks import (
     LogSchedule,
 )
 from lit_emergence.cli import main
-from lit_emergence.data import ParticleDataModule
 from lit_emergence.module import LearnedSimulator
-from lit_emergence.physics import SimulationConfig
 
 # ----------------------------------------------------------------------------- schedule
 
@@ -65,45 +70,6 @@ def test_history_appends_repairs_torn_rows_and_truncates(tmp_path):
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def tiny_datamodule(cache_dir: Path) -> ParticleDataModule:
-    return ParticleDataModule(
-        simulation=SimulationConfig(num_particles=6, num_frames=24),
-        num_train=8,
-        num_val=2,
-        num_test=2,
-        batch_size=16,
-        rollout_horizons=[1, 5],
-        rollout_starts=2,
-        cache_dir=str(cache_dir),
-    )
-
-
-def train(tmp_path: Path, callbacks: list, steps: int = 12, module: LightningModule | None = None):
-    seed_everything(0)
-    module = module or LearnedSimulator(
-        in_features=4, out_features=2, d_model=16, n_layers=2, n_heads=4, rollout_horizons=[1, 5]
-    )
-    trainer = Trainer(
-        accelerator="cpu",
-        max_steps=steps,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=callbacks,
-        default_root_dir=str(tmp_path / "run"),
-    )
-    trainer.fit(module, datamodule=tiny_datamodule(tmp_path / "cache"))
-    return module, trainer
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with path.open() as handle:
-        return list(csv.DictReader(handle))
 
 
 # ----------------------------------------------------------------------------- non-interference
@@ -298,7 +264,7 @@ def test_sigkill_and_resume_keeps_every_scheduled_step_exactly_once(in_tmp_dir):
             callback["init_args"]["every_n_train_steps"] = 20
         if callback["class_path"].endswith("LLCMonitor"):  # probe = batch_size x num_batches
             callback["init_args"].update(num_draws=8, num_burnin=2, batch_size=32)
-        elif callback["class_path"].startswith("lit_emergence.callbacks"):
+        elif "num_probe_samples" in callback.get("init_args", {}):
             callback["init_args"]["num_probe_samples"] = 64
     (in_tmp_dir / "quickstart.yaml").write_text(yaml.safe_dump(config))
     overrides = [
@@ -368,16 +334,25 @@ def test_sigkill_and_resume_keeps_every_scheduled_step_exactly_once(in_tmp_dir):
         env=subprocess_env(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    expected = LogSchedule().steps_up_to(max_steps)
+    # The quickstart's monitors measure at 20 points per decade, the gauge monitor at its default.
+    expected = {
+        "collision_scores.csv": LogSchedule(points_per_decade=20).steps_up_to(max_steps),
+        "attention_distance.csv": LogSchedule(points_per_decade=20).steps_up_to(max_steps),
+        "gauge_invariants.csv": LogSchedule().steps_up_to(max_steps),
+    }
     llc_rows = read_rows(in_tmp_dir / "runs/q/emergence/llc.csv")
     llc_steps = [int(r["step"]) for r in llc_rows if r["component"] == "model"]
     assert llc_steps == [0, 100]  # LogSchedule(points_per_decade=1, start=100) up to 200
-    for name in ("collision_scores.csv", "attention_distance.csv"):
+    for name, steps in expected.items():
         rows = read_rows(in_tmp_dir / "runs/q/emergence" / name)
         per_step: dict[int, int] = {}
         for row in rows:
             per_step[int(row["step"])] = per_step.get(int(row["step"]), 0) + 1
-        assert sorted(per_step) == expected, name  # no gaps
+        assert sorted(per_step) == steps, name  # no gaps
         assert set(per_step.values()) == {2 * 8}, name  # no duplicates: 2 layers x 8 heads, once
+    # Every detector event (one per head and kind) is recorded once across the crash.
+    events = read_rows(in_tmp_dir / "runs/q/emergence/events.csv")
+    keys = [(e["layer"], e["head"], e["event"]) for e in events]
+    assert len(keys) == len(set(keys))
     config = yaml.safe_load((in_tmp_dir / "runs/q/config.yaml").read_text())
     assert config["run_dir"] == "runs/q"

@@ -9,6 +9,7 @@ input is drawn from a seeded numpy Generator.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -344,3 +345,19 @@ def test_bad_input_messages() -> None:
     # compare_models reports the models it could not fit instead of failing.
     cmp = compare_models(t[:12], y[:12], min_points_per_regime=6)
     assert "broken_power_law" in cmp.failed and cmp.rows
+
+
+def test_non_monotone_data_does_not_overflow_the_comparison() -> None:
+    """A non-collision head's G(contact) from a quickstart run (seed 2, L0H0), which once sent the
+    logistic's steepness to exp(>709): bounded parameters now keep every model finite, and a
+    numerical failure would cost only that model (FitError), never the whole comparison."""
+    t = [0.06834, 0.1485, 0.289497, 0.493462, 0.796248, 1.239292, 1.886584, 2.830253, 4.188723,
+         6.097084, 8.645444, 11.649492, 14.225402]  # fmt: skip
+    y = [0.00260688, 0.00330543, 0.00383063, 0.0041536, 0.0032905, 0.00255148, 0.00134364,
+         0.00169628, 0.0017846, 0.00293388, 0.00337182, 0.00311081, 0.00322715]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        comparison = compare_models(t, y, "decay")
+    assert "logistic" in comparison.fits, comparison.failed
+    logistic = comparison.fits["logistic"]
+    assert all(np.isfinite(list(logistic.params.values())))

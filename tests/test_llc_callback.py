@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 import math
 
 import pytest
 import torch
-from conftest import run_single_and_ddp, tiny_config
-from test_callbacks import train
+from conftest import read_rows, run_single_and_ddp, tiny_config, train
 
 from lit_emergence.callbacks import LLCMonitor, LogSchedule
 
 SMALL = {"num_chains": 2, "num_draws": 20, "num_burnin": 5, "batch_size": 32, "num_batches": 2}
-
-
-def read_rows(path):
-    with path.open() as handle:
-        return list(csv.DictReader(handle))
 
 
 def test_llc_monitor_leaves_training_bit_identical_and_logs_every_head(tmp_path):

@@ -711,6 +711,15 @@ class _Problem:
                     f"breakpoint, got {n} points"
                 )
             lo[-1], hi[-1] = self.lt[m - 1], self.lt[n - m]
+        # Times (tau, t_mid) within 5 decades of the data, the logistic's steepness within
+        # [0.01, 1000]: beyond those the curves are indistinguishable from their limits, and
+        # unbounded logarithms let the optimiser step into overflow.
+        span = 5.0 * _LN10
+        for i, name in enumerate(self.spec.shape, start=1):
+            if name in ("tau", "t_mid"):
+                lo[i], hi[i] = self.lt[0] - span, self.lt[-1] + span
+            elif name == "h":
+                lo[i], hi[i] = math.log(0.01), math.log(1000.0)
         if self.free_offset:
             lo.insert(0, math.log(self.scale * 1e-10))
             hi.insert(0, math.log(self.scale * 1e6))
@@ -895,7 +904,11 @@ def fit_model(
     if s not in (1, -1):
         raise ValueError(f"sign must be +1 or -1, got {sign}")
     problem = _Problem(_SPECS[model], ts, ys, e, s, offset, min_points_per_regime)
-    fit = problem.result(problem.solve(problem.initial_guess()), kind)
+    try:
+        fit = problem.result(problem.solve(problem.initial_guess()), kind)
+    except (ArithmeticError, np.linalg.LinAlgError) as error:
+        # Reported like any other failed fit, so compare_models leaves out only this model.
+        raise FitError(f"{model}: numerical failure ({type(error).__name__}: {error})") from error
     if n_bootstrap > 0:
         L = _default_block_length(fit.residuals) if block_length is None else block_length
         fit = dataclasses.replace(

@@ -7,6 +7,8 @@ Add them to any ``Trainer``; the model protocol they need is in
 from lit_emergence.callbacks.attention_distance import AttentionDistanceMonitor
 from lit_emergence.callbacks.base import MeasurementCallback
 from lit_emergence.callbacks.collision import CollisionDetectionMonitor
+from lit_emergence.callbacks.emergence import EmergenceDetector
+from lit_emergence.callbacks.gauge import GaugeInvariantMonitor
 from lit_emergence.callbacks.history import CSVHistory
 from lit_emergence.callbacks.llc import LLCMonitor
 from lit_emergence.callbacks.probe import ProbeSet
@@ -16,6 +18,8 @@ __all__ = [
     "AttentionDistanceMonitor",
     "CSVHistory",
     "CollisionDetectionMonitor",
+    "EmergenceDetector",
+    "GaugeInvariantMonitor",
     "LLCMonitor",
     "LogSchedule",
     "MeasurementCallback",

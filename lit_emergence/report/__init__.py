@@ -1,0 +1,49 @@
+"""The reproduction report: the paper's figures and the exponent table from run directories.
+
+``lit-emergence report RUN_DIR [RUN_DIR ...]`` (see ``docs/report.md``) or, from Python,
+:func:`build_report`. One concept per module:
+
+* :mod:`~lit_emergence.report.runs` — reading run directories (:func:`load_run`);
+* :mod:`~lit_emergence.report.heads` — every head at the end of training, example heads;
+* :mod:`~lit_emergence.report.fits` — power-law fits per head and observable (the exponent
+  table), through :mod:`lit_emergence.analysis.dynamics`;
+* :mod:`~lit_emergence.report.attention` — a checkpoint's attention on free-fall and settled
+  samples (Figure 3's only need for a model);
+* :mod:`~lit_emergence.report.alignment` — the heads of several runs lined up with the first
+  run's by gauge-invariant head matching (:func:`align_runs`);
+* :mod:`~lit_emergence.report.figures` — Figures 1, 2, 3, 5, the aligned heads and the LLC
+  curves;
+* :mod:`~lit_emergence.report.tables` — CSV and Markdown tables;
+* :mod:`~lit_emergence.report.document` — ``report.md``;
+* :mod:`~lit_emergence.report.build` — orchestration (:func:`build_report`);
+* :mod:`~lit_emergence.report.upload` — optional W&B upload;
+* :mod:`~lit_emergence.report.cli` — the command line.
+"""
+
+from lit_emergence.report.alignment import AlignedRun, Alignment, align_runs
+from lit_emergence.report.build import DEFAULT_OBSERVABLES, ReportResult, build_report
+from lit_emergence.report.errors import NotARunError, Problem, Unavailable
+from lit_emergence.report.fits import OBSERVABLES, HeadFit, Observable, fit_head
+from lit_emergence.report.heads import HeadSummary, summarize_heads
+from lit_emergence.report.runs import History, Run, load_run
+
+__all__ = [
+    "DEFAULT_OBSERVABLES",
+    "OBSERVABLES",
+    "AlignedRun",
+    "Alignment",
+    "HeadFit",
+    "HeadSummary",
+    "History",
+    "NotARunError",
+    "Observable",
+    "Problem",
+    "ReportResult",
+    "Run",
+    "Unavailable",
+    "align_runs",
+    "build_report",
+    "fit_head",
+    "load_run",
+    "summarize_heads",
+]

@@ -1,0 +1,160 @@
+"""``lit-emergence report RUN_DIR [RUN_DIR ...]``: figures and tables from finished runs.
+
+Reads only what ``lit-emergence fit`` left in each run directory (histories, config,
+checkpoint); needs neither W&B nor a live training process. Exit status: 0 when the report was
+written (items that could not be computed are listed in it and warned about), 1 when it was
+written but the requested W&B upload failed, 2 on bad arguments or when no path is a usable
+run, with one ``lit-emergence report: error: ...`` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from tqdm.auto import tqdm
+
+from lit_emergence.report.build import DEFAULT_OBSERVABLES, build_report
+from lit_emergence.report.errors import NotARunError, Unavailable
+from lit_emergence.report.fits import OBSERVABLE_BY_NAME
+
+PROGRAM = "lit-emergence report"
+
+
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """Argument errors as one ``lit-emergence report: error: ...`` line, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print the one-line error and exit with status 2."""
+        _error(message)
+
+
+def _error(message: str) -> NoReturn:
+    sys.stderr.write(f"{PROGRAM}: error: {message}\n")
+    raise SystemExit(2)
+
+
+def _warn(message: str) -> None:
+    # Through tqdm, so that a warning does not break a progress bar drawn at the same time.
+    tqdm.write(f"{PROGRAM}: warning: {message}", file=sys.stderr)
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``report`` command's argument parser."""
+    parser = _OneLineErrorParser(
+        prog=PROGRAM,
+        description="Write the paper's figures (1, 2, 3, 5), per-head LLC curves and the "
+        "exponent and head tables (CSV + Markdown) from one or several run directories; with "
+        "several runs, also line up their heads with the first run's by gauge-invariant head "
+        "matching.",
+    )
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="output directory (default: RUN_DIR/report for one run, ./report for several)",
+    )
+    parser.add_argument(
+        "--time-axis",
+        choices=("gradient_flow", "step"),
+        default="gradient_flow",
+        help="time of the fits and figures: cumulative learning rate (lr_integral, default) "
+        "or optimizer steps",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        type=_non_negative_int,
+        default=100,
+        metavar="N",
+        help="block-bootstrap replicates per power-law fit (0: Jacobian errors; default 100)",
+    )
+    parser.add_argument(
+        "--observables",
+        nargs="+",
+        choices=sorted(OBSERVABLE_BY_NAME),
+        default=list(DEFAULT_OBSERVABLES),
+        help=f"per-head trajectories to fit (default: {' '.join(DEFAULT_OBSERVABLES)})",
+    )
+    parser.add_argument(
+        "--figure1-heads",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="draw Figure 1 for each run's N best heads (default 1)",
+    )
+    parser.add_argument(
+        "--no-checkpoint",
+        action="store_true",
+        help="skip Figure 3 and the cross-run head alignment (the parts that load a model "
+        "from a checkpoint)",
+    )
+    parser.add_argument(
+        "--wandb",
+        choices=("disabled", "offline", "online"),
+        default="disabled",
+        help="also log the figures and tables to a W&B run (job_type=report) in OUT/wandb",
+    )
+    parser.add_argument("--wandb-project", default="lit_emergence", help="W&B project")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def default_out_dir(run_dirs: Sequence[str]) -> Path:
+    """``RUN_DIR/report`` for one run, ``./report`` for several."""
+    return Path(run_dirs[0]) / "report" if len(run_dirs) == 1 else Path("report")
+
+
+def main(argv: list[str]) -> int:
+    """Run ``lit-emergence report`` with ``argv`` (the arguments after ``report``).
+
+    Returns:
+        The exit status (see the module docstring).
+    """
+    args = build_parser().parse_args(argv)
+    out_dir = Path(args.out) if args.out else default_out_dir(args.run_dirs)
+    try:
+        result = build_report(
+            args.run_dirs,
+            out_dir,
+            time_axis=args.time_axis,
+            n_bootstrap=args.bootstrap,
+            observables=args.observables,
+            checkpoint=not args.no_checkpoint,
+            figure1_heads=args.figure1_heads,
+            quiet=True if args.quiet else None,
+            warn=_warn,
+        )
+    except NotARunError as error:
+        _error(f"no usable run: {error}")
+    print(
+        f"report of {len(result.runs)} run(s) written to {result.out_dir}/report.md: "
+        f"{len(result.figures)} figures, {len(result.tables.get('exponents', []))} fits; "
+        f"{len(result.problems)} item(s) not computed (listed there)"
+    )
+    if args.wandb != "disabled":
+        from lit_emergence.report.upload import upload_report
+
+        try:
+            location = upload_report(result, args.wandb, project=args.wandb_project)
+        except (Unavailable, OSError, RuntimeError, ValueError) as error:
+            _warn(f"W&B upload failed: {error}")
+            return 1
+        print(f"W&B ({args.wandb}) run written to {location}")
+    return 0

@@ -1,0 +1,79 @@
+"""Emergence events of a run: as its live detector recorded them, or replayed from histories.
+
+A run trained with :class:`~lit_emergence.callbacks.EmergenceDetector` has
+``emergence/events.csv``; for any other run the same detector is replayed over the collision
+(and attention-distance) histories with the run's thresholds
+(:func:`lit_emergence.analysis.detection.detect_events`, which gives the events a live detector
+would have flagged). The report marks them in Figure 1 and lists them in ``events.csv``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lit_emergence.analysis.detection import (
+    EVENT_COLUMNS,
+    DetectionSettings,
+    EmergenceEvent,
+    detect_events,
+    read_events,
+    read_history_rows,
+)
+from lit_emergence.analysis.dynamics import TimeAxis
+from lit_emergence.callbacks.base import EMERGENCE_DIR
+from lit_emergence.report.runs import Run
+
+EVENTS_FILE = "events.csv"
+#: Columns of the report's ``events.csv``.
+EVENT_TABLE_COLUMNS: tuple[str, ...] = ("run", "source", *EVENT_COLUMNS)
+
+
+@dataclass(frozen=True)
+class RunEvents:
+    """The emergence events of one run.
+
+    Attributes:
+        run: Run name.
+        events: The events.
+        source: ``"recorded"`` (the run's ``events.csv``) or ``"replayed"``.
+    """
+
+    run: str
+    events: tuple[EmergenceEvent, ...]
+    source: str
+
+    def for_head(self, layer: int, head: int, time_axis: TimeAxis) -> list[tuple[float, str]]:
+        """``(time the event refers to, event name)`` of one head, for Figure 1's markers."""
+        return [
+            (
+                float(e.event_lr_integral if time_axis == "gradient_flow" else e.event_step),
+                str(e.event),
+            )
+            for e in self.events
+            if (e.layer, e.head) == (layer, head)
+        ]
+
+    def records(self) -> list[dict[str, Any]]:
+        """Rows of the report's ``events.csv``: the run, the source, then the event's columns."""
+        return [{"run": self.run, "source": self.source, **e.as_row()} for e in self.events]
+
+
+def run_events(run: Run) -> RunEvents:
+    """The run's recorded events, else the detector replayed over its histories.
+
+    Raises:
+        Unavailable: Without ``events.csv`` and without a collision history to replay.
+    """
+    recorded = run.path / EMERGENCE_DIR / EVENTS_FILE
+    if recorded.is_file():
+        return RunEvents(run.name, tuple(read_events(recorded)), "recorded")
+    collision = run.history("collision")
+    distance = run.histories.get("distance")
+    true_threshold, partial_threshold = run.thresholds
+    events = detect_events(
+        read_history_rows(collision.path),
+        read_history_rows(distance.path) if distance is not None else None,
+        DetectionSettings(true_threshold=true_threshold, partial_threshold=partial_threshold),
+    )
+    return RunEvents(run.name, tuple(events), "replayed")

@@ -1,0 +1,232 @@
+"""Writing the report's tables: full-precision CSV for machines, compact Markdown for people.
+
+* ``heads.csv`` / ``heads.md`` — every head of every run at the end of training: final scores,
+  class, attention-distance correlation and LLC;
+* ``events.csv`` / ``events.md`` — the emergence events of every head (onset, power law,
+  partial, true), recorded by the run's detector or replayed from its histories;
+* ``exponents.csv`` / ``exponents.md`` — per head, run and observable: the window, exponent
+  with its error, effective-potential degree, Lojasiewicz exponent, the AICc comparison and
+  the broken power law (columns: :data:`lit_emergence.report.fits.EXPONENT_COLUMNS`), or
+  why a fit was not possible.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lit_emergence.report.errors import Problem
+from lit_emergence.report.events import EVENT_TABLE_COLUMNS
+from lit_emergence.report.fits import EXPONENT_COLUMNS
+from lit_emergence.report.heads import HeadSummary
+
+HEAD_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(HeadSummary))
+
+
+def _csv_value(value: Any) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else repr(value)
+    return str(value)
+
+
+def write_csv(path: Path, columns: Sequence[str], records: Iterable[Mapping[str, Any]]) -> Path:
+    """Write records as CSV (NaN as an empty cell, floats at full precision).
+
+    Args:
+        path: Output file.
+        columns: Column order (every record must have exactly these keys or fewer).
+        records: Rows.
+
+    Returns:
+        ``path``.
+    """
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), lineterminator="\n")
+        writer.writeheader()
+        for record in records:
+            writer.writerow({key: _csv_value(value) for key, value in record.items()})
+    return path
+
+
+def number(value: Any, digits: int = 3) -> str:
+    """A number for a Markdown cell: ``digits`` significant digits, empty for NaN."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    value = float(value)
+    if math.isnan(value):
+        return ""
+    if math.isinf(value):
+        return "∞" if value > 0 else "−∞"
+    return f"{value:.{digits}g}"
+
+
+def plus_minus(value: Any, error: Any) -> str:
+    """``value ± error``, or just the value when the error is missing."""
+    text, err = number(value), number(error, 2)
+    return f"{text} ± {err}" if text and err else text
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown table (``|`` in cells escaped)."""
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    lines = [line(header), line(["---"] * len(header))]
+    lines.extend(line(row) for row in rows)
+    return "\n".join(lines) + "\n"
+
+
+def head_records(summaries: Iterable[HeadSummary]) -> list[dict[str, Any]]:
+    """Rows of ``heads.csv``."""
+    return [dataclasses.asdict(summary) for summary in summaries]
+
+
+def heads_markdown(records: Sequence[Mapping[str, Any]]) -> str:
+    """Compact Markdown view of ``heads.csv``."""
+    header = [
+        "run",
+        "head",
+        "class",
+        "score",
+        "strict",
+        "impact",
+        "G(contact)",
+        "Pearson r",
+        "LLC",
+        "step",
+    ]
+    rows = [
+        [
+            r["run"],
+            f"L{r['layer']}H{r['head']}",
+            f"**{r['head_class']}**" if r["head_class"] == "true" else r["head_class"],
+            number(r["score"]),
+            number(r["strict"]),
+            number(r["impact"]),
+            number(r["g_contact"]),
+            number(r["pearson"]),
+            plus_minus(r["llc"], r["llc_std"]),
+            str(r["step"]) if r["step"] >= 0 else "",
+        ]
+        for r in records
+    ]
+    return markdown_table(header, rows)
+
+
+def _window(record: Mapping[str, Any]) -> str:
+    start, end = number(record["window_start"]), number(record["window_end"])
+    if not start:
+        return ""
+    source = "" if record["window_source"] == "detected" else " (fallback)"
+    return f"{start} – {end}{source}"
+
+
+def _preferred(record: Mapping[str, Any]) -> str:
+    model = str(record["preferred_model"]).replace("_", " ")
+    delta = record["delta_aicc_power_law"]
+    if model and isinstance(delta, float) and math.isfinite(delta) and delta > 0:
+        return f"{model} (PL +{delta:.1f})"
+    return model
+
+
+def _broken(record: Mapping[str, Any]) -> str:
+    first = plus_minus(record["broken_alpha1"], record["broken_alpha1_error"])
+    if not first:
+        return ""
+    second = plus_minus(record["broken_alpha2"], record["broken_alpha2_error"])
+    return f"{first} / {second} @ {number(record['t_break'])}"
+
+
+def exponents_markdown(records: Sequence[Mapping[str, Any]]) -> str:
+    """Compact Markdown view of ``exponents.csv`` (full precision is in the CSV)."""
+    header = [
+        "run",
+        "head",
+        "class",
+        "observable",
+        "window",
+        "n",
+        "α ± error",
+        "potential degree a",
+        "Łojasiewicz ρ",
+        "AICc prefers",
+        "broken: α₁ / α₂ @ t_break",
+        "note",
+    ]
+    rows = [
+        [
+            r["run"],
+            f"L{r['layer']}H{r['head']}",
+            r["head_class"],
+            f"{r['observable']} ({r['kind']})",
+            _window(r),
+            str(r["n_points"]),
+            plus_minus(r["alpha"], r["alpha_error"]),
+            plus_minus(r["potential_degree"], r["potential_degree_error"]),
+            plus_minus(r["lojasiewicz_exponent"], r["lojasiewicz_exponent_error"]),
+            _preferred(r),
+            _broken(r),
+            r["note"],
+        ]
+        for r in records
+    ]
+    return markdown_table(header, rows)
+
+
+def events_markdown(records: Sequence[Mapping[str, Any]]) -> str:
+    """Compact Markdown view of ``events.csv``."""
+    header = ["run", "head", "event", "refers to step", "flagged at step", "value", "detail"]
+    rows = [
+        [
+            r["run"],
+            f"L{r['layer']}H{r['head']}",
+            r["event"],
+            str(r["event_step"]),
+            str(r["step"]),
+            number(r["value"]),
+            r["detail"],
+        ]
+        for r in records
+    ]
+    return markdown_table(header, rows)
+
+
+def problems_markdown(problems: Sequence[Problem]) -> str:
+    """The things that could not be computed, as a Markdown table."""
+    return markdown_table(
+        ["run", "what", "why"], [[p.run or "(all runs)", p.item, p.reason] for p in problems]
+    )
+
+
+def write_tables(
+    out_dir: Path,
+    head_rows: Sequence[Mapping[str, Any]],
+    exponent_rows: Sequence[Mapping[str, Any]],
+    event_rows: Sequence[Mapping[str, Any]],
+) -> dict[str, Path]:
+    """Write ``heads``, ``exponents`` and ``events`` as CSV and Markdown into ``out_dir``.
+
+    Returns:
+        Name -> path of every file written.
+    """
+    written = {
+        "heads.csv": write_csv(out_dir / "heads.csv", HEAD_COLUMNS, head_rows),
+        "exponents.csv": write_csv(out_dir / "exponents.csv", EXPONENT_COLUMNS, exponent_rows),
+        "events.csv": write_csv(out_dir / "events.csv", EVENT_TABLE_COLUMNS, event_rows),
+    }
+    for name, text in (
+        ("heads.md", heads_markdown(head_rows)),
+        ("exponents.md", exponents_markdown(exponent_rows)),
+        ("events.md", events_markdown(event_rows)),
+    ):
+        path = out_dir / name
+        path.write_text(text)
+        written[name] = path
+    return written
