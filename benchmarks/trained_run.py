@@ -1,8 +1,11 @@
-"""Shared by the gauge benchmarks: a finished run directory's model, data and final head scores."""
+"""Shared by the gauge benchmarks: a finished run directory's model, data and final head scores.
+
+Thin wrappers over the report's run loader (:mod:`lit_emergence.report.runs`), which reads the
+same files for ``lit-emergence report``.
+"""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import torch
@@ -10,14 +13,16 @@ import yaml
 
 from lit_emergence.data import ParticleDataModule
 from lit_emergence.module import LearnedSimulator
+from lit_emergence.report import Unavailable, load_run, summarize_heads
+from lit_emergence.report.runs import load_module as load_run_module
 
 
 def load_module(run_dir: Path) -> LearnedSimulator:
-    """The run's ``checkpoints/last.ckpt`` on CPU, in eval mode."""
-    checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    if not checkpoint.is_file():
-        raise SystemExit(f"{checkpoint} does not exist: train the run first")
-    return LearnedSimulator.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    """The run's checkpoint (``last.ckpt`` preferred) on CPU, in eval mode."""
+    try:
+        return load_run_module(load_run(run_dir)).eval()
+    except Unavailable as error:
+        raise SystemExit(f"{run_dir}: {error}: train the run first") from error
 
 
 def load_datamodule(run_dir: Path) -> ParticleDataModule:
@@ -30,14 +35,11 @@ def load_datamodule(run_dir: Path) -> ParticleDataModule:
 
 
 def final_collision_scores(run_dir: Path) -> tuple[torch.Tensor, int]:
-    """Collision scores (L, H) at the last step of ``emergence/collision_scores.csv``, and it."""
-    with (run_dir / "emergence" / "collision_scores.csv").open() as handle:
-        rows = list(csv.DictReader(handle))
-    last = max(int(row["step"]) for row in rows)
-    final = [row for row in rows if int(row["step"]) == last]
-    layers = 1 + max(int(row["layer"]) for row in final)
-    heads = 1 + max(int(row["head"]) for row in final)
+    """Collision scores (L, H) at the last step of the collision history, and that step."""
+    summaries = summarize_heads(load_run(run_dir))
+    layers = 1 + max(s.layer for s in summaries)
+    heads = 1 + max(s.head for s in summaries)
     scores = torch.full((layers, heads), float("nan"), dtype=torch.float64)
-    for row in final:
-        scores[int(row["layer"]), int(row["head"])] = float(row["score"])
-    return scores, last
+    for summary in summaries:
+        scores[summary.layer, summary.head] = summary.score
+    return scores, max(s.step for s in summaries)
