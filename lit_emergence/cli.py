@@ -244,6 +244,15 @@ def main(args: list[str] | None = None) -> None:
         # Commands that work on finished runs (no model, no Trainer): their own small parsers.
         module = importlib.import_module(EXTRA_COMMANDS[argv[0]])
         raise SystemExit(module.main(argv[1:]))
+    if argv[:1] in (["-h"], ["--help"]):
+        try:
+            LitEmergenceCLI(args=args)
+        finally:  # LightningCLI's help exits; name the commands it does not know about
+            sys.stdout.write(
+                "\nAlso:\n  report RUN_DIR [RUN_DIR ...]   figures and tables from finished runs "
+                "(lit-emergence report --help)\n  seeds --config CONFIG          train several "
+                "seeds, then report (lit-emergence seeds --help)\n"
+            )
     cli = LitEmergenceCLI(args=args)
     trainer = getattr(cli, "trainer", None)
     for logger in trainer.loggers if trainer is not None else []:

@@ -144,3 +144,11 @@ def test_ddp_two_cpu_processes_train_on_different_samples(write_config, in_tmp_d
     assert len(rank0) == len(rank1) == 6 * 8
     assert not set(rank0) & set(rank1)
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_help_names_the_report_and_seeds_commands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "fit" in out and "report RUN_DIR" in out and "seeds --config" in out
