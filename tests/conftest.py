@@ -172,5 +172,5 @@ def train(
 
 def read_rows(path: Path) -> list[dict[str, str]]:
     """All rows of a CSV file as dictionaries of strings."""
-    with path.open() as handle:
+    with path.open(newline="") as handle:
         return list(csv.DictReader(handle))

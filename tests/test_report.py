@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import tiny_config
+from conftest import read_rows, tiny_config
 
 from lit_emergence.cli import main as lit_emergence_main
 from lit_emergence.gauge import apply_gauge, random_gauge
@@ -27,11 +27,6 @@ from lit_emergence.report.tables import HEAD_COLUMNS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FAST = ["--bootstrap", "0", "--quiet"]  # Jacobian errors: the fits themselves are tested elsewhere
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def write_rows(path: Path, rows: list[dict[str, str]]) -> None:
