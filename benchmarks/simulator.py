@@ -14,7 +14,9 @@ Examples::
     python benchmarks/simulator.py --device cuda --scenes 4096 --compile --cuda-graph
     python benchmarks/simulator.py --device cuda --scenes 16384 --compile --cuda-graph
 
-On CUDA the eager ``simulate`` is always timed; ``--compile`` adds ``torch.compile`` of the
+On CUDA the eager tensor path (``simulate(backend="torch")``) is always timed, and the fused
+kernel (``lit_emergence.physics.fused``: the whole run in one Triton launch, what ``simulate``
+uses on CUDA by default) whenever Triton is there. ``--compile`` adds ``torch.compile`` of the
 per-frame ``advance`` (``workspace=None``, so inductor fuses the pair temporaries), and
 ``--cuda-graph`` captures one frame of ``advance`` (eager with a workspace, or the compiled
 function with ``--compile``) in a CUDA graph and replays it per frame. Those variants record
@@ -41,6 +43,7 @@ from lit_emergence.physics import (
     simulate,
 )
 from lit_emergence.physics.contact import component_major, contact_accelerations
+from lit_emergence.physics.fused import fused_available, simulate_fused
 
 # ---------------------------------------------------------------------------------------------
 # The reference: one scene at a time, the formulas of REFERENCE.md written out directly.
@@ -220,7 +223,7 @@ def sanity_check(config: SimulationConfig, frames: int) -> tuple[float, int, boo
     """
     generator = torch.Generator().manual_seed(1)
     state = initial_state(config, 1, generator=generator, dtype=torch.float64)
-    trajectory = simulate(config, 1, initial=state, num_frames=frames)
+    trajectory = simulate(config, 1, initial=state, num_frames=frames, backend="torch")
     positions, contacts = numpy_simulate(state, config, frames)
     difference = float(np.abs(trajectory.positions.numpy() - positions).max())
     same_contacts = bool((trajectory.contacts.numpy() == contacts).all())
@@ -247,6 +250,10 @@ def main() -> None:
         "max-autotune-no-cudagraphs; with --cuda-graph use a mode without CUDA graphs)",
     )  # fmt: skip
     parser.add_argument("--cuda-graph", action="store_true", help="also time CUDA-graph replay")
+    parser.add_argument(
+        "--fused-warps", type=int, nargs="+", default=[4],
+        help="warps per scene program of the fused kernel (timed where it runs: CUDA + Triton)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -274,14 +281,37 @@ def main() -> None:
 
     generator = torch.Generator().manual_seed(0)
     state = initial_state(config, args.scenes, generator=generator, device=device, dtype=dtype)
-    simulate(config, args.scenes, initial=state, num_frames=2)  # warm up
+    simulate(config, args.scenes, initial=state, num_frames=2, backend="torch")  # warm up
     best = min(
-        timed(lambda: simulate(config, args.scenes, initial=state), device)
+        timed(lambda: simulate(config, args.scenes, initial=state, backend="torch"), device)
         for _ in range(args.repeats)
     )
     torch_rate = args.scenes * args.particles * steps / best
     print(f"torch simulate (eager):   {torch_rate:10.3e} particle-steps/s  ({best:.3f} s)")
     rates = {"eager": torch_rate}
+
+    if fused_available(device, dtype):
+        reference = simulate(config, args.scenes, initial=state, backend="torch")
+        for warps in args.fused_warps:
+
+            def run_fused(warps=warps):
+                return simulate_fused(
+                    state.positions, state.velocities, state.radii, state.masses, config,
+                    args.frames, num_warps=warps,
+                )  # fmt: skip
+
+            positions = run_fused()[0]  # compiles the kernel
+            error = (positions - reference.positions).abs().max().item()
+            early = (positions[:, :3] - reference.positions[:, :3]).abs().max().item()
+            seconds = min(timed(run_fused, device) for _ in range(args.repeats))
+            rate = args.scenes * args.particles * steps / seconds
+            rates[f"fused[{warps} warps]"] = rate
+            print(
+                f"fused kernel, {warps} warps:   {rate:10.3e} particle-steps/s  ({seconds:.4f} s;"
+                f" max |x - eager| {early:.1e} over 2 frames, {error:.1e} over all)"
+            )
+    elif device.type == "cuda":
+        print("fused kernel: not available (needs Triton and float32)")
 
     variants = []
     if args.compile:
@@ -290,7 +320,7 @@ def main() -> None:
         variants.append(("cuda-graph" + (" + compile" if args.compile else ""),
                          args.compile, True))  # fmt: skip
     if variants:
-        reference = simulate(config, args.scenes, initial=state).positions
+        reference = simulate(config, args.scenes, initial=state, backend="torch").positions
     for name, compile_mode, graph in variants:
         runner = frame_runner(state, config, compile_mode, graph)
         positions = runner(args.frames)  # also warms up

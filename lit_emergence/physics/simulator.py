@@ -44,8 +44,12 @@ from lit_emergence.physics.contact import (
     potential_energy,
     scaled_overlaps,
 )
+from lit_emergence.physics.fused import fused_available, simulate_fused
 from lit_emergence.physics.placement import initial_state
 from lit_emergence.physics.workspace import Workspace, scratch
+
+BACKENDS = ("auto", "torch", "fused")
+"""Values of ``simulate(backend=...)``."""
 
 
 @dataclass
@@ -231,6 +235,7 @@ def simulate(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     num_frames: int | None = None,
+    backend: str = "auto",
 ) -> Trajectory:
     """Simulate a batch of independent scenes and record frames, contacts and energy.
 
@@ -243,19 +248,25 @@ def simulate(
         device: Device of a generated start state.
         dtype: Dtype of a generated start state.
         num_frames: Frames to record; default ``config.num_frames``.
+        backend: ``"torch"`` (batched tensor operations, any device and dtype), ``"fused"``
+            (the whole run in one Triton kernel, :mod:`~lit_emergence.physics.fused`; float32 on
+            CUDA) or ``"auto"``: fused where it can run on CUDA, else torch.
 
     Returns:
         The :class:`Trajectory`, ``T = num_frames``.
 
     Raises:
-        ValueError: For an invalid config, ``num_frames < 2`` or a batch size that does not
-            match ``initial``.
+        ValueError: For an invalid config, ``num_frames < 2``, a batch size that does not
+            match ``initial`` or an unknown backend.
+        RuntimeError: For ``backend="fused"`` where it cannot run.
 
     """
     config.validate()
     frames = config.num_frames if num_frames is None else num_frames
     if frames < 2:
         raise ValueError(f"simulate: num_frames={frames} must be >= 2")
+    if backend not in BACKENDS:
+        raise ValueError(f"simulate: backend={backend!r} is unknown; use one of {BACKENDS}")
     if initial is None:
         initial = initial_state(config, batch_size, generator=generator, device=device, dtype=dtype)
     elif initial.positions.shape[0] != batch_size:
@@ -264,6 +275,17 @@ def simulate(
             " scenes of `initial`; pass batch_size=initial.positions.shape[0]"
         )
     radii, masses = initial.radii, initial.masses
+    if backend == "auto":
+        on_cuda = initial.positions.device.type == "cuda"
+        backend = (
+            "fused" if on_cuda and fused_available("cuda", initial.positions.dtype) else "torch"
+        )
+    if backend == "fused":
+        positions, velocities, contacts, energy = simulate_fused(
+            initial.positions, initial.velocities, radii, masses, config, frames,
+            accelerations=initial.accelerations,
+        )  # fmt: skip
+        return Trajectory(positions, velocities, radii, masses, contacts, energy)
     params = contact_parameters(radii, masses, config)
     workspace = Workspace()
     positions = component_major(initial.positions)  # (B, 2, N)
