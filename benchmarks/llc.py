@@ -19,7 +19,7 @@ must agree within Monte Carlo error (different noise, same distribution).
 Examples::
 
     python benchmarks/llc.py --device cuda                      # paper size, 8 chains x 200
-    python benchmarks/llc.py --device cuda --compile reduce-overhead   # + CUDA graphs
+    python benchmarks/llc.py --device cuda --cuda-graph --tf32  # whole SGLD steps replayed
     python benchmarks/llc.py --layers 2 --width 64 --particles 16 --batch 64 \
         --chains 4 --draws 40 --burnin 10 --head-chains 2 --threads 1   # CPU, a few minutes
 
@@ -81,10 +81,18 @@ def parse_args() -> argparse.Namespace:
         default=False,
         help="torch.compile the vmapped gradient; optional mode, e.g. reduce-overhead",
     )
+    parser.add_argument(
+        "--cuda-graph", action="store_true",
+        help="replay each SGLD step from a CUDA graph (estimate_llc(cuda_graph=True))",
+    )  # fmt: skip
     parser.add_argument("--tf32", action="store_true", help="allow TF32 matmuls (both sides)")
     parser.add_argument("--chunk-size", type=int, default=None, help="vmap chunk (memory bound)")
     parser.add_argument("--skip-loop", action="store_true", help="time the vectorised side only")
     parser.add_argument("--no-devinterp", action="store_true")
+    parser.add_argument(
+        "--devinterp-heads", type=int, default=0,
+        help="time devinterp head by head on this many heads (scaled to all heads)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     return parser.parse_args()
 
@@ -193,8 +201,19 @@ def loop_llc(
     return torch.stack(estimates).cpu()
 
 
-def devinterp_llc(model: nn.Module, batches: list[Batch], args: argparse.Namespace, n_beta: float):
-    """Whole-model estimate of devinterp 1.3.2, or None if devinterp is not importable."""
+def devinterp_llc(
+    model: nn.Module,
+    batches: list[Batch],
+    args: argparse.Namespace,
+    n_beta: float,
+    num_chains: int,
+    masks: dict[str, Tensor] | None = None,
+):
+    """Return devinterp 1.3.2's estimate (mean, std over chains), or None if it is not importable.
+
+    ``masks`` restricts sampling to one head through devinterp's own
+    ``optimize_over_per_model_param`` (every parameter needs an entry; absent ones are frozen).
+    """
     try:
         from devinterp.optim.sgld import SGLD
         from devinterp.slt.sampler import estimate_learning_coeff_with_summary
@@ -204,6 +223,16 @@ def devinterp_llc(model: nn.Module, batches: list[Batch], args: argparse.Namespa
 
     # the same fixed minibatches, cycled: "batches" of one ready-made minibatch each
     loader = DataLoader(batches, batch_size=1, collate_fn=lambda items: items[0])
+    optimize_over = None
+    if masks is not None:
+        optimize_over = {
+            name: masks[name] if name in masks else torch.zeros_like(p, dtype=torch.bool)
+            for name, p in model.named_parameters()
+        }
+    # Its default L(w*) averages the first `num_chains` batches; give it the mean over all the
+    # cycled batches, the reference our estimator uses (it pairs each draw with its batch).
+    with torch.no_grad():
+        init_loss = float(torch.stack([loss_fn(model(b["features"]), b) for b in batches]).mean())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its default n_beta of this loader is unused
         results = estimate_learning_coeff_with_summary(
@@ -216,12 +245,14 @@ def devinterp_llc(model: nn.Module, batches: list[Batch], args: argparse.Namespa
                 "localization": args.localization,
                 "nbeta": n_beta,
             },
-            num_chains=args.chains,
+            num_chains=num_chains,
             num_draws=args.draws,
             num_burnin_steps=args.burnin,
             seed=0,
             device=args.device,
             verbose=False,
+            optimize_over_per_model_param=optimize_over,
+            init_loss=init_loss,
         )
     return results["llc/mean"], results["llc/std"]
 
@@ -257,6 +288,7 @@ def sgld_settings(args: argparse.Namespace, num_chains: int) -> dict:
         num_draws=args.draws,
         num_burnin=args.burnin,
         compile=args.compile,
+        cuda_graph=args.cuda_graph,
         chunk_size=args.chunk_size,
     )
 
@@ -282,7 +314,7 @@ def run_whole_model(model, batches, args, n_beta) -> None:
         print(f"speed-up vs loop: {loop_seconds / seconds:6.2f}x; agree: {ok} ({z:.1f} SE)")
     if not args.no_devinterp:
         devinterp_seconds, reference = timed(
-            args.device, lambda: devinterp_llc(model, batches, args, n_beta)
+            args.device, lambda: devinterp_llc(model, batches, args, n_beta, args.chains)
         )
         if reference is None:
             print("devinterp   : not importable (pip install devinterp==1.3.2 to compare)")
@@ -313,6 +345,8 @@ def run_heads(model, batches, args, n_beta) -> None:
         f"{num_heads * args.head_chains} chains x ({args.burnin} + {args.draws}) steps]"
     )
     print(f"vectorised  : {seconds:8.2f} s")
+    if args.devinterp_heads > 0:
+        devinterp_heads(model, batches, args, n_beta, results, seconds)
     if args.skip_loop:
         for name, result in results.items():
             print(f"  {name:6s} {describe(result.llc_per_chain)}")
@@ -342,6 +376,40 @@ def run_heads(model, batches, args, n_beta) -> None:
     print(f"heads whose estimates agree within 3.5 SE: {agreeing} of {num_heads}")
 
 
+def devinterp_heads(model, batches, args, n_beta, results, vectorised_seconds) -> None:
+    """Time devinterp head by head on the first ``--devinterp-heads`` heads, scaled to all heads.
+
+    Every head costs devinterp the same (a full forward and backward per chain step, whatever
+    the mask), so the time of all heads is the measured time per head times their number.
+    """
+    names = list(results)[: args.devinterp_heads]
+    start = time.perf_counter()
+    estimates = {}
+    for name in names:
+        layer, head = (int(part) for part in name[1:].split("h"))
+        masks = attention_head_restriction(model, layer, head)
+        estimates[name] = devinterp_llc(model, batches, args, n_beta, args.head_chains, masks)
+        if estimates[name] is None:
+            print("devinterp   : not importable (pip install devinterp==1.3.2 to compare)")
+            return
+    synchronize(args.device)
+    per_head = (time.perf_counter() - start) / len(names)
+    all_heads = per_head * len(results)
+    print(
+        f"devinterp   : {per_head:8.2f} s per head (measured on {len(names)} heads) -> "
+        f"{all_heads:.1f} s for all {len(results)}"
+    )
+    print(f"speed-up vs devinterp head by head: {all_heads / vectorised_seconds:6.2f}x")
+    for name, (mean, std) in estimates.items():
+        ours = results[name].llc_per_chain
+        error = math.sqrt((std**2 + float(ours.var())) / args.head_chains)
+        z = abs(mean - float(ours.mean())) / error if error > 0 else math.inf
+        print(
+            f"  {name:6s} vectorised {describe(ours)}   devinterp {mean:8.3f} +- {std:.3f}"
+            f"   ({z:.1f} SE)"
+        )
+
+
 def main() -> None:
     args = parse_args()
     if args.threads is not None:
@@ -360,6 +428,7 @@ def main() -> None:
         f"{args.num_batches} fixed minibatches of {args.batch}; n_beta = B/ln B = {n_beta:.2f}, "
         f"gamma {args.localization:g}, eps {args.step_size:g}; device {args.device} "
         f"({device_name}), torch threads {torch.get_num_threads()}, compile {args.compile}, "
+        f"cuda graph {args.cuda_graph}, "
         f"tf32 {args.tf32}"
     )
     if args.mode in ("model", "both"):

@@ -74,6 +74,11 @@ class LLCMonitor(MeasurementCallback):
         restrictions_fn: ``model -> {name: restriction}``, overriding ``per_head``.
         image_schedule: Steps at which loss-trace figures are logged (default 0, 10, 100, ...).
         schedule: When to estimate (default :class:`LogSchedule` with 2 points per decade).
+        cuda_graph: Replay each SGLD step from a CUDA graph where the model is on a GPU (the
+            same chains up to round-off, several times faster there); ignored on CPU, so one
+            config serves both.
+        compile: ``torch.compile`` the vectorised gradient (``True`` or a mode name); pays a
+            compilation at every estimate, so it helps long estimates only.
         **kwargs: Other arguments of :class:`~lit_emergence.callbacks.base.MeasurementCallback`.
     """
 
@@ -100,6 +105,8 @@ class LLCMonitor(MeasurementCallback):
         restrictions_fn: Callable[[nn.Module], dict[str, Restriction]] | None = None,
         image_schedule: Schedule | None = None,
         schedule: Schedule | None = None,
+        cuda_graph: bool = False,
+        compile: bool | str = False,
         **kwargs: Any,
     ) -> None:
         if batch_size < 2:
@@ -118,7 +125,9 @@ class LLCMonitor(MeasurementCallback):
             "localization": localization,
             "n_beta": n_beta,
             "sampler": sampler,
+            "compile": compile,
         }
+        self.cuda_graph = cuda_graph
         self.batch_size = batch_size
         self.seed = seed
         self.model_fn = model_fn or _default_model
@@ -175,6 +184,7 @@ class LLCMonitor(MeasurementCallback):
                     {n: restrictions[n] for n in names},
                     inputs_fn=self.inputs_fn,
                     generator=self.seed + step,
+                    cuda_graph=self.cuda_graph and pl_module.device.type == "cuda",
                     **self.settings,
                 )
             for name, result in results.items():

@@ -50,11 +50,15 @@ class RestrictedNoise:
             None if bool(mask.all()) else mask.nonzero().squeeze(1) for mask in masks
         ]
         self.counts = [num_coords if idx is None else idx.numel() for idx in self.indices]
-        self._buffer = torch.zeros(self.shape, dtype=dtype, device=self.device)
+        # fixed storage: a captured CUDA graph reads the noise from here
+        self.buffer = torch.zeros(self.shape, dtype=dtype, device=self.device)
 
     def sample(self) -> Tensor:
-        """Return the next noise draw (R, K, P); reused buffer, valid until the next call."""
-        noise = self._buffer
+        """Draw the next noise (R, K, P) into :attr:`buffer` and return it.
+
+        The buffer is reused: a draw is valid until the next call.
+        """
+        noise = self.buffer
         _, num_chains, _ = self.shape
         for r, (idx, count, generator) in enumerate(
             zip(self.indices, self.counts, self.generators, strict=True)
