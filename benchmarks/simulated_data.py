@@ -7,7 +7,11 @@ from lit_emergence.physics import SimulationConfig
 
 
 def simulated_datamodule(
-    particles: int, trajectories: int, batch_size: int, cache_dir: str
+    particles: int,
+    trajectories: int,
+    batch_size: int,
+    cache_dir: str,
+    device_batches: bool = False,
 ) -> ParticleDataModule:
     """Return a set-up datamodule; more than 16 discs get the paper config's 15.5 x 32 box."""
     if particles <= 16:
@@ -21,6 +25,7 @@ def simulated_datamodule(
         num_test=2,
         batch_size=batch_size,
         cache_dir=cache_dir,
+        device_batches=device_batches,
     )
     datamodule.prepare_data()
     datamodule.setup("fit")

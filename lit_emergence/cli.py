@@ -194,6 +194,16 @@ class LitEmergenceCLI(LightningCLI):
         except ValueError as error:
             self._parser(self.subcommand).error(str(error))
 
+    def before_fit(self) -> None:
+        """Check the model's fast-path settings against the trainer before anything runs."""
+        check = getattr(self.model, "check_fast_path", None)
+        if check is None:
+            return
+        try:
+            check(self.trainer)
+        except ValueError as error:
+            self._parser(self.subcommand).error(str(error))
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Add the run's loggers and point checkpoints into the run directory."""
         config = self._subcommand_config()

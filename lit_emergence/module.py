@@ -5,23 +5,53 @@ over the next frame interval. Training minimises the mean squared error on those
 targets. Validation reports the same one-step loss and, on a second dataloader, the error of
 autoregressive rollouts: the model is fed its own predictions for up to ``max(rollout_horizons)``
 frames, and the position error at each horizon is logged in units of the particle diameter.
+
+Fast training (``compile``, ``cuda_graph``; docs/training.md): the training loss can be
+computed by a ``torch.compile``-d function and, on one CUDA device, forward, loss and backward
+can be captured once in a CUDA graph and replayed every step. Only the training step changes:
+``self.model`` stays the plain module, so the probe path (``return_attention=True``),
+validation rollouts and the measurement callbacks run eagerly on the same weights.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.strategies import SingleDeviceStrategy
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from torchmetrics import MeanMetric
 
 from lit_emergence.data import FeatureNormalizer
 from lit_emergence.model import ParticleTransformer
 from lit_emergence.schedules import WarmupCosineLR
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# Compile modes that use inductor's own CUDA graphs, which cannot run inside ours.
+_CUDAGRAPH_COMPILE_MODES = ("reduce-overhead", "max-autotune")
+# Eager forward/backward passes on a side stream before capture (as in PyTorch's CUDA-graph
+# recipe): they compile, pick kernels and warm the allocator outside the graph.
+_GRAPH_WARMUP_ITERATIONS = 3
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass
+class _CapturedStep:
+    """One captured forward + loss + backward and the static tensors it reads and writes."""
+
+    key: tuple[Any, ...]
+    graph: torch.cuda.CUDAGraph
+    features: Tensor
+    target: Tensor
+    loss: Tensor
 
 
 class LearnedSimulator(LightningModule):
@@ -44,6 +74,20 @@ class LearnedSimulator(LightningModule):
             trainer's step budget.
         rollout_horizons: Horizons (in frames) at which the rollout error is logged (linked from
             ``data.rollout_horizons``).
+        compile: ``torch.compile`` the training loss (model forward + MSE; backward follows):
+            ``True`` for the default mode or a mode name (``"max-autotune-no-cudagraphs"``,
+            ...). Only the training step is compiled; ``self.model``, validation and the
+            probe path stay eager. The first steps pay the compilation.
+        cuda_graph: Capture forward, loss and backward of the training step in one CUDA graph
+            on static input buffers and replay it every step (re-captured if the batch shape
+            changes). Needs one CUDA device (no DDP), ``accumulate_grad_batches=1`` and a
+            precision without loss scaling (``32-true``, ``bf16-mixed``, ...); checked when
+            ``fit`` starts. The optimizer, LR schedule and gradient clipping still run
+            eagerly through Lightning. Combine with ``compile: true`` and
+            ``data.device_batches: true`` for the fastest GPU training.
+
+    Raises:
+        ValueError: If an argument is out of range (one line naming it).
 
     """
 
@@ -60,11 +104,23 @@ class LearnedSimulator(LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         scheduler: LRSchedulerCallable | None = WarmupCosineLR,
         rollout_horizons: Sequence[int] = (1, 5, 10, 20),
+        compile: bool | str = False,
+        cuda_graph: bool = False,
     ) -> None:
         super().__init__()
         if not rollout_horizons or min(rollout_horizons) < 1:
             raise ValueError(
                 f"rollout_horizons must be positive frame counts, got {list(rollout_horizons)}"
+            )
+        if isinstance(compile, str) and compile not in COMPILE_MODES:
+            raise ValueError(
+                f"compile={compile!r} is not a torch.compile mode; use true, false or one of "
+                f"{', '.join(COMPILE_MODES)}"
+            )
+        if cuda_graph and compile in _CUDAGRAPH_COMPILE_MODES:
+            raise ValueError(
+                f"compile={compile!r} uses inductor's own CUDA graphs, which cannot run inside "
+                "cuda_graph=true; set compile to true or 'max-autotune-no-cudagraphs'"
             )
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.model = ParticleTransformer(
@@ -84,6 +140,12 @@ class LearnedSimulator(LightningModule):
         self.rollout_sq_error = torch.nn.ModuleList(MeanMetric() for _ in self.rollout_horizons)
         # Set from the datamodule in `setup`, or from a checkpoint; needed to roll out.
         self.normalizer: FeatureNormalizer | None = None
+        # `compile` would shadow nn.Module.compile, hence the attribute name.
+        self.compile_mode: bool | str = compile
+        self.cuda_graph = bool(cuda_graph)
+        # Transient (never pickled or checkpointed): built on first use in a training step.
+        self._compiled_loss: LossFn | None = None
+        self._captured: _CapturedStep | None = None
 
     # ----------------------------------------------------------------------------- forward
     def forward(
@@ -110,6 +172,54 @@ class LearnedSimulator(LightningModule):
         if normalizer is not None:
             self.normalizer = normalizer
 
+    def configure_callbacks(self) -> list[Callback]:
+        """Check the fast-path settings against the trainer (first hook of ``fit``).
+
+        It runs before data preparation, so a bad setting stops ``fit`` before any file is
+        written. Adds no callbacks.
+        """
+        if self.trainer.state.fn == TrainerFn.FITTING:
+            self.check_fast_path(self.trainer)
+        return []
+
+    def check_fast_path(self, trainer: Trainer) -> None:
+        """Raise a one-line ``ValueError`` if ``cuda_graph`` cannot train under ``trainer``.
+
+        Args:
+            trainer: The trainer about to fit this module.
+
+        Raises:
+            ValueError: Naming the setting and what to change.
+
+        """
+        if not self.cuda_graph:
+            return
+        device = trainer.strategy.root_device
+        if device.type != "cuda":
+            raise ValueError(
+                f"model.cuda_graph=true needs a CUDA device, but training runs on {device}; "
+                "train on a GPU (trainer.accelerator=gpu) or set model.cuda_graph=false"
+            )
+        if not isinstance(trainer.strategy, SingleDeviceStrategy) or trainer.world_size > 1:
+            raise ValueError(
+                f"model.cuda_graph=true supports one device only, got "
+                f"{type(trainer.strategy).__name__} with {trainer.world_size} process(es); "
+                "set trainer.devices=1 (no DDP) or model.cuda_graph=false"
+            )
+        if trainer.accumulate_grad_batches != 1:
+            raise ValueError(
+                "model.cuda_graph=true overwrites the gradients at every step, so it cannot "
+                f"accumulate them (trainer.accumulate_grad_batches="
+                f"{trainer.accumulate_grad_batches}); set trainer.accumulate_grad_batches=1 "
+                "or model.cuda_graph=false"
+            )
+        if getattr(trainer.precision_plugin, "scaler", None) is not None:
+            raise ValueError(
+                f"model.cuda_graph=true cannot scale the loss of trainer.precision="
+                f"{trainer.precision}; use trainer.precision=bf16-mixed or 32-true, or set "
+                "model.cuda_graph=false"
+            )
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the normaliser so a checkpoint alone can run rollouts and analyses."""
         if self.normalizer is not None:
@@ -121,11 +231,116 @@ class LearnedSimulator(LightningModule):
             self.normalizer = FeatureNormalizer.from_state_dict(checkpoint["feature_normalizer"])
 
     # ----------------------------------------------------------------------------- steps
+    def training_loss(self, features: Tensor, target: Tensor) -> Tensor:
+        """MSE of the fast (SDPA) path's prediction: the training loss, compiled if asked.
+
+        Args:
+            features: (B, N, in_features) normalised inputs.
+            target: (B, N, out_features) normalised velocity changes.
+
+        Returns:
+            The scalar loss.
+
+        """
+        if not self.compile_mode:
+            return self._eager_training_loss(features, target)
+        if self._compiled_loss is None:
+            mode = None if self.compile_mode is True else self.compile_mode
+            self._compiled_loss = torch.compile(self._eager_training_loss, mode=mode)
+        return self._compiled_loss(features, target)
+
+    def _eager_training_loss(self, features: Tensor, target: Tensor) -> Tensor:
+        return F.mse_loss(self.model(features), target)
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        """One optimizer step on the one-step prediction loss."""
-        loss = F.mse_loss(self.model(batch["features"]), batch["target"])
+        """One optimizer step on the one-step prediction loss.
+
+        With ``cuda_graph`` the step replays the captured forward and backward; the returned
+        loss is then a static tensor without autograd history (see :meth:`backward`).
+        """
+        if self.cuda_graph:
+            loss = self._replay(batch["features"], batch["target"])
+        else:
+            loss = self.training_loss(batch["features"], batch["target"])
+        # Lightning copies the value on device; it reads it back only when logging.
         self.log("train/loss", loss, prog_bar=True)
         return loss
+
+    def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
+        """Back-propagate, except with ``cuda_graph``, whose replay already wrote the grads."""
+        if not self.cuda_graph:
+            super().backward(loss, *args, **kwargs)
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: Any) -> None:
+        """Zero the gradients, except with ``cuda_graph``.
+
+        The captured backward writes (not adds) the gradients into the ``.grad`` tensors it
+        allocated at capture, so they must never be reset to ``None``.
+        """
+        if not self.cuda_graph:
+            super().optimizer_zero_grad(epoch, batch_idx, optimizer)
+
+    def on_train_start(self) -> None:
+        """Capture afresh in every ``fit`` (a new optimizer, possibly new devices)."""
+        self._captured = None
+
+    def on_train_end(self) -> None:
+        """Release the CUDA graph and its memory pool (the grads keep their last values)."""
+        self._captured = None
+
+    def _replay(self, features: Tensor, target: Tensor) -> Tensor:
+        """Copy the batch into the static inputs, replay the graph, return the static loss."""
+        key = (features.shape, target.shape, features.dtype, target.dtype, features.device)
+        if self._captured is None or self._captured.key != key:
+            self._captured = None  # free the old graph's pool before capturing again
+            self._captured = self._capture(features, target, key)
+        captured = self._captured
+        captured.features.copy_(features)
+        captured.target.copy_(target)
+        captured.graph.replay()
+        return captured.loss
+
+    def _capture(self, features: Tensor, target: Tensor, key: tuple[Any, ...]) -> _CapturedStep:
+        """Capture forward, loss and backward on static copies of one batch.
+
+        Runs inside the training step, so under Lightning's autocast for mixed precision: the
+        capture repeats that autocast with its weight-cast cache off, which graph capture
+        requires. Nothing here changes the weights or the optimizer state.
+        """
+        static_features = features.detach().clone()
+        static_target = target.detach().clone()
+
+        def autocast() -> torch.autocast:
+            return torch.autocast(
+                "cuda",
+                dtype=torch.get_autocast_dtype("cuda"),
+                enabled=torch.is_autocast_enabled("cuda"),
+                cache_enabled=False,
+            )
+
+        side_stream = torch.cuda.Stream()
+        side_stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side_stream):
+            for _ in range(_GRAPH_WARMUP_ITERATIONS):
+                with autocast():
+                    loss = self.training_loss(static_features, static_target)
+                loss.backward()
+        torch.cuda.current_stream().wait_stream(side_stream)
+        # Warm-up grads go; the captured backward allocates the static .grad tensors.
+        self.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            with autocast():
+                loss = self.training_loss(static_features, static_target)
+            loss.backward()
+        return _CapturedStep(key, graph, static_features, static_target, loss.detach())
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the compiled function and the CUDA graph (rebuilt on use)."""
+        state = super().__getstate__()
+        state["_compiled_loss"] = None
+        state["_captured"] = None
+        return state
 
     def validation_step(
         self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0

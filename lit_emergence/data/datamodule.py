@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from lit_emergence.data.arrays import TrajectoryArrays
 from lit_emergence.data.dataset import OneStepDataset, RolloutDataset, passthrough_collate
+from lit_emergence.data.device import DeviceBatchLoader, device_arrays
 from lit_emergence.data.generate import load_or_generate
 from lit_emergence.data.normalize import FeatureNormalizer
 from lit_emergence.physics import SimulationConfig
@@ -49,6 +50,12 @@ class ParticleDataModule(pl.LightningDataModule):
         seed: Data seed: trajectories of each split and the augmentation streams.
         num_workers: DataLoader worker processes (0 loads in the main process).
         generation_batch: Scenes simulated together when generating.
+        device_batches: Keep the training split on the training device and build the
+            training batches there (:class:`~lit_emergence.data.device.DeviceBatchLoader`)
+            instead of in a CPU DataLoader: no per-step host work or copies, for fast GPU
+            training. Training batches then carry no ``contacts``, ``num_workers`` does not
+            apply to them, and the shuffle and mirror streams differ from the DataLoader's
+            (still seeded by ``seed`` and the rank). Validation and test are unchanged.
 
     """
 
@@ -67,6 +74,7 @@ class ParticleDataModule(pl.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         generation_batch: int = 256,
+        device_batches: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(simulation, dict):
@@ -130,11 +138,14 @@ class ParticleDataModule(pl.LightningDataModule):
         self.seed = seed
         self.num_workers = num_workers
         self.generation_batch = generation_batch
+        self.device_batches = device_batches
 
         self.normalizer: FeatureNormalizer | None = None
         self.splits: dict[str, TrajectoryArrays] | None = None
         self.datasets: dict[str, OneStepDataset] = {}
         self.rollout_datasets: dict[str, RolloutDataset] = {}
+        # The training split on the training device (device_batches), uploaded once.
+        self._device_arrays: tuple[torch.device, tuple[torch.Tensor, ...]] | None = None
 
     # -- sizes known before setup (for LightningCLI argument links) --------------------------
 
@@ -243,10 +254,28 @@ class ParticleDataModule(pl.LightningDataModule):
             self._loader(rollout, min(self.batch_size, len(rollout)), train=False),
         ]
 
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled one-step batches; the last incomplete batch is dropped."""
+    def train_dataloader(self) -> DataLoader | DeviceBatchLoader:
+        """Shuffled one-step batches; the last incomplete batch is dropped.
+
+        With ``device_batches`` a :class:`~lit_emergence.data.device.DeviceBatchLoader` on the
+        trainer's device (CPU without a trainer) that shards the samples across ranks itself.
+        """
         self._require_setup()
-        return self._loader(self.datasets["train"], self.batch_size, train=True)
+        if not self.device_batches:
+            return self._loader(self.datasets["train"], self.batch_size, train=True)
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        if self._device_arrays is None or self._device_arrays[0] != device:
+            self._device_arrays = (device, device_arrays(self.datasets["train"], device))
+        return DeviceBatchLoader(
+            self.datasets["train"],
+            self.batch_size,
+            device,
+            seed=self.seed,
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
+            arrays=self._device_arrays[1],
+        )
 
     def val_dataloader(self) -> list[DataLoader]:
         """``[one-step loader, rollout loader]`` over the validation split."""

@@ -130,42 +130,85 @@ class OneStepDataset(Dataset):
         index = np.asarray(indices, dtype=np.int64)  # (B,)
         if index.ndim != 1 or ((index < 0) | (index >= len(self))).any():
             raise IndexError(f"sample indices must lie in [0, {len(self)})")
-        scene = index // self.samples_per_trajectory
-        frame = self.history + index % self.samples_per_trajectory
-        arrays = self.arrays
-        positions = arrays.positions[scene, frame]  # (B, N, 2)
-        velocities = arrays.velocities[scene, frame]  # (B, N, 2)
-        change = arrays.velocities[scene, frame + 1] - velocities  # (B, N, 2)
-        past_frames = frame[:, None] + np.arange(-self.history, 0)  # (B, history)
-        past_velocities = arrays.velocities[scene[:, None], past_frames]  # (B, history, N, 2)
-        radii = arrays.radii[scene]  # (B, N)
-        contacts = arrays.contacts(scene, frame)  # (B, N, N)
-
         if self.mirror_augment and augment:
             mirrored = self.rng.random(len(index)) < 0.5  # (B,)
-            positions[mirrored, :, 0] = self.box_width - positions[mirrored, :, 0]
-            velocities[mirrored, :, 0] *= -1
-            change[mirrored, :, 0] *= -1
-            past_velocities[mirrored, :, :, 0] *= -1
         else:
             mirrored = np.zeros(len(index), dtype=bool)
+        arrays = self.arrays
+        batch = one_step_batch(
+            torch.from_numpy(arrays.positions),
+            torch.from_numpy(arrays.velocities),
+            torch.from_numpy(arrays.radii),
+            self.normalizer,
+            torch.from_numpy(index),
+            torch.from_numpy(mirrored),
+            history=self.history,
+            box_width=self.box_width,
+        )
+        scene = index // self.samples_per_trajectory
+        batch["contacts"] = torch.from_numpy(arrays.contacts(scene, batch["frame"].numpy()))
+        return batch
 
-        positions_t = torch.from_numpy(positions)
-        velocities_t = torch.from_numpy(velocities)
-        past_t = torch.from_numpy(past_velocities)
-        radii_t = torch.from_numpy(radii)
-        return {
-            "features": self.normalizer.features(positions_t, velocities_t, radii_t, past_t),
-            "target": self.normalizer.normalize_target(torch.from_numpy(change)),
-            "positions": positions_t,
-            "velocities": velocities_t,
-            "past_velocities": past_t,
-            "radii": radii_t,
-            "contacts": torch.from_numpy(contacts),
-            "index": torch.from_numpy(index),
-            "frame": torch.from_numpy(frame),
-            "mirrored": torch.from_numpy(mirrored),
-        }
+
+def one_step_batch(
+    positions: Tensor,
+    velocities: Tensor,
+    radii: Tensor,
+    normalizer: FeatureNormalizer,
+    index: Tensor,
+    mirrored: Tensor,
+    *,
+    history: int,
+    box_width: float,
+) -> dict[str, Tensor]:
+    """Gather one-step samples from a split's trajectories and mirror the flagged ones.
+
+    Plain torch indexing with no host synchronisation, so the same code builds CPU batches
+    (:class:`OneStepDataset`) and batches on the training device
+    (:class:`~lit_emergence.data.device.DeviceBatchLoader`).
+
+    Args:
+        positions: float32 (S, T, N, 2) positions of the split.
+        velocities: float32 (S, T, N, 2) velocities of the split.
+        radii: float32 (S, N) radii of the split.
+        normalizer: Normaliser on the device of the arrays (or on CPU).
+        index: int64 (B,) sample ids (see :class:`OneStepDataset`), on the arrays' device.
+        mirrored: bool (B,) which samples to mirror about the vertical centre line.
+        history: Previous velocities among the inputs.
+        box_width: Width of the box (the mirror line is ``box_width / 2``).
+
+    Returns:
+        The batch of :class:`OneStepDataset` without ``contacts``.
+
+    """
+    samples_per_trajectory = positions.shape[1] - 1 - history
+    scene = index // samples_per_trajectory
+    frame = history + index % samples_per_trajectory
+    state_positions = positions[scene, frame]  # (B, N, 2)
+    state_velocities = velocities[scene, frame]  # (B, N, 2)
+    change = velocities[scene, frame + 1] - state_velocities  # (B, N, 2)
+    past_frames = frame[:, None] + torch.arange(-history, 0, device=index.device)  # (B, history)
+    past_velocities = velocities[scene[:, None], past_frames]  # (B, history, N, 2)
+    # torch.where, not boolean indexing: a data-dependent shape would sync with the GPU.
+    flip = mirrored[:, None, None] & (torch.arange(2, device=index.device) == 0)  # (B, 1, 2)
+    state_positions = torch.where(flip, box_width - state_positions, state_positions)
+    state_velocities = torch.where(flip, -state_velocities, state_velocities)
+    change = torch.where(flip, -change, change)
+    past_velocities = torch.where(flip[:, None], -past_velocities, past_velocities)
+    sample_radii = radii[scene]  # (B, N)
+    return {
+        "features": normalizer.features(
+            state_positions, state_velocities, sample_radii, past_velocities
+        ),
+        "target": normalizer.normalize_target(change),
+        "positions": state_positions,
+        "velocities": state_velocities,
+        "past_velocities": past_velocities,
+        "radii": sample_radii,
+        "index": index,
+        "frame": frame,
+        "mirrored": mirrored,
+    }
 
 
 def rollout_start_frames(num_frames: int, history: int, horizon: int, count: int) -> np.ndarray:
