@@ -414,6 +414,10 @@ def main() -> None:
     args = parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.compile:
+        # every estimate (warm-up, timed, each group of restrictions) compiles its own gradient
+        # function; keep Dynamo from falling back to eager after its default 8 per code object
+        torch._dynamo.config.recompile_limit = 64
     if args.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

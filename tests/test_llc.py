@@ -28,6 +28,7 @@ from lit_emergence.llc import (
     estimate_llc_many,
     resolve_restriction,
 )
+from lit_emergence.llc.chains import group_by_sampled_tensors
 from lit_emergence.model import ParticleTransformer
 
 F64 = torch.float64
@@ -439,6 +440,16 @@ def test_many_equals_separate_calls_on_particle_transformer():
     head = many["l0h1"]
     assert head.num_sampled == 4 * 4 * 16 + 3 * 4
     assert not torch.equal(head.loss_trace[0], head.loss_trace[1])
+
+
+def test_restrictions_are_grouped_by_the_tensors_they_sample():
+    model = make_transformer()
+    restrictions = attention_head_restrictions(model, include_model=True)
+    parameters = dict(model.named_parameters())
+    masks = {name: resolve_restriction(parameters, r) for name, r in restrictions.items()}
+    groups = group_by_sampled_tensors(masks, list(parameters))
+    # the whole model, then one group per attention block holding all of its heads
+    assert groups == [["model"], [f"l0h{h}" for h in range(4)], [f"l1h{h}" for h in range(4)]]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

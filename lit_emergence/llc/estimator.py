@@ -5,9 +5,10 @@ The LLC of a model at its parameter ``w*`` is estimated as
     lambda_hat = n_beta * (E_w[L(w)] - L(w*)),
 
 with ``w`` drawn by SGLD (or RMSProp-SGLD, :mod:`lit_emergence.llc.sampler`) from the
-localised tempered posterior ``p(w) ~ exp(-n_beta L(w) - gamma/2 |w - w*|^2)``. Every chain of
-every restriction advances in one ``torch.func.vmap(grad_and_value(loss))`` call per step
-over the parameters stacked along a chain dimension: no Python loop over chains.
+localised tempered posterior ``p(w) ~ exp(-n_beta L(w) - gamma/2 |w - w*|^2)``. The chains of
+all restrictions that sample the same tensors advance in one
+``torch.func.vmap(grad_and_value(loss))`` call per step over the parameters stacked along a
+chain dimension (:mod:`lit_emergence.llc.chains`): no Python loop over chains.
 
 Loss protocol: the model is called as ``model(*inputs_fn(batch))`` (through
 ``torch.func.functional_call`` with the chain's parameters) and the scalar loss is
@@ -32,13 +33,12 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad_and_value, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from lit_emergence.llc.noise import RestrictedNoise
+from lit_emergence.llc.chains import ChainGroup, group_by_sampled_tensors
 from lit_emergence.llc.restriction import Restriction, resolve_restriction
 from lit_emergence.llc.result import LLCResult, summarize_chains
-from lit_emergence.llc.sampler import SAMPLERS, LangevinKernel
+from lit_emergence.llc.sampler import SAMPLERS
 
 __all__ = ["default_inputs", "default_n_beta", "estimate_llc", "estimate_llc_many"]
 
@@ -145,12 +145,14 @@ def estimate_llc_many(
     compile: bool | str = False,
     cuda_graph: bool = False,
 ) -> dict[str, LLCResult]:
-    """Estimate the LLC of several restrictions at once: all their chains in one vmap.
+    """Estimate the LLC of several restrictions at once, their chains vectorised.
 
     Chain ``k`` of restriction ``r`` samples only the coordinates ``r`` selects (zero drift
     and zero noise elsewhere); all ``len(restrictions) * num_chains`` chains start at ``w*``
-    and advance together, one ``vmap(grad_and_value(loss))`` per step. Parameter tensors that
-    no restriction samples are shared by all chains, not copied per chain.
+    and advance together. Restrictions that sample the same tensors (e.g. the heads of one
+    attention block) share one ``vmap(grad_and_value(loss))`` per step; tensors a group does
+    not sample stay unbatched, so what depends only on them (earlier blocks) is computed once
+    per step, not per chain (:mod:`lit_emergence.llc.chains`).
 
     Noise: restriction ``r`` draws its noise from its own generator seeded with the run's
     seed, on its sampled coordinates only (:mod:`lit_emergence.llc.noise`), so each result
@@ -260,89 +262,71 @@ def estimate_llc_many(
         raise ValueError(f"n_beta={n_beta} must be > 0; e.g. leave it None for B/ln(B)")
     seed = _resolve_seed(generator)
 
-    # -- chains: (R, K, P) over the coordinates of every tensor some restriction samples ----
-    shapes = {n: parameters[n].shape for n in sampled_names}
-    sizes = [parameters[n].numel() for n in sampled_names]
-    center = torch.cat([parameters[n].detach().reshape(-1) for n in sampled_names]).to(device)
-    masks = torch.stack(
-        [
-            torch.cat(
-                [
-                    m[n].reshape(-1).to(device)
-                    if n in m
-                    else torch.zeros(size, dtype=torch.bool, device=device)
-                    for n, size in zip(sampled_names, sizes, strict=True)
-                ]
-            )
-            for m in masks_by_restriction.values()
-        ]
-    )  # (R, P)
-    num_restrictions, num_coords = masks.shape
-    total_chains = num_restrictions * num_chains
-    w = center.expand(num_restrictions, num_chains, num_coords).clone()  # (R, K, P)
-    flat = w.view(total_chains, num_coords)
-    views, offset = {}, 0
-    for n, size in zip(sampled_names, sizes, strict=True):
-        views[n] = flat[:, offset : offset + size].view(total_chains, *shapes[n])  # (C, *shape)
-        offset += size
-
-    frozen = {n: p.detach().to(device).clone() for n, p in parameters.items() if n not in views}
-    frozen.update({n: b.detach().to(device).clone() for n, b in model.named_buffers()})
+    # -- chains: one stacked group per set of sampled tensors (lit_emergence.llc.chains) -----
     network = _structural_copy(model)
+    at_center = {n: p.detach().to(device).clone() for n, p in parameters.items()}
+    buffers = {n: b.detach().to(device).clone() for n, b in model.named_buffers()}
+    num_steps = num_burnin + num_draws * thinning
+    index = {name: r for r, name in enumerate(names)}
+    groups: list[tuple[list[str], ChainGroup]] = []
+    for group_names in group_by_sampled_tensors(masks_by_restriction, list(parameters)):
+        rows = [index[name] for name in group_names]
+        kernel_settings = {
+            "sampler": sampler,
+            "step_size": torch.tensor([step_sizes[r] for r in rows], dtype=torch.float64),
+            "localization": torch.tensor([localizations[r] for r in rows], dtype=torch.float64),
+            "n_beta": n_beta,
+            "rmsprop_alpha": rmsprop_alpha,
+            "rmsprop_eps": rmsprop_eps,
+        }
+        chains = ChainGroup(
+            network, at_center, buffers, [masks_by_restriction[n] for n in group_names],
+            list(parameters), loss_fn, inputs_fn, num_chains, num_steps, kernel_settings, seed,
+            chunk_size=chunk_size, compile=compile,
+        )  # fmt: skip
+        groups.append((group_names, chains))
 
-    def minibatch_loss(sampled: dict[str, Tensor], batch: Any) -> Tensor:
-        outputs = functional_call(network, {**frozen, **sampled}, inputs_fn(batch))
-        return loss_fn(outputs, batch)
+    def attention() -> contextlib.AbstractContextManager:
+        return sdpa_kernel([SDPBackend.MATH]) if math_attention else contextlib.nullcontext()
 
-    with sdpa_kernel([SDPBackend.MATH]) if math_attention else contextlib.nullcontext():
-        init_losses = _losses_at_center(minibatch_loss, views, batches)  # (num_batches,) on device
-    gradient_fn = vmap(grad_and_value(minibatch_loss), in_dims=(0, None), chunk_size=chunk_size)
-    if compile:
-        mode = compile if isinstance(compile, str) else None
-        gradient_fn = torch.compile(gradient_fn, mode=mode)
+    first = groups[0][1]
+    with attention():
+        init_losses = _losses_at_center(first.minibatch_loss, first.views, batches)
 
-    kernel = LangevinKernel(
-        sampler,
-        center,
-        masks,
-        num_chains,
-        torch.tensor(step_sizes, dtype=torch.float64),
-        torch.tensor(localizations, dtype=torch.float64),
-        n_beta,
-        rmsprop_alpha,
-        rmsprop_eps,
-    )
-    noise = RestrictedNoise(masks, num_chains, seed, dtype)
+    def step_all(batch: Any) -> None:
+        for _, chains in groups:
+            chains.langevin_step(batch)
+
+    def warm_up(batch: Any) -> None:
+        for _, chains in groups:
+            chains.gradients(batch)
 
     # -- sampling: losses stay on the device until the end --------------------------------
-    num_steps = num_burnin + num_draws * thinning
-    trace = torch.empty(total_chains, num_steps, dtype=dtype, device=device)
-    attention = sdpa_kernel([SDPBackend.MATH]) if math_attention else contextlib.nullcontext()
-
-    def langevin_step(batch: Any, losses_out: Tensor) -> None:
-        """Every chain's gradient at ``w`` and one Langevin update of ``w``, in place."""
-        grads, losses = gradient_fn(views, batch)
-        losses_out.copy_(losses)
-        grad = torch.cat([grads[n].reshape(total_chains, -1) for n in sampled_names], dim=1)
-        kernel.step(w, grad.view_as(w), noise.buffer)
-
-    with torch.no_grad(), attention:
-        if cuda_graph:
-            step_losses = trace.new_empty(total_chains)
-            replays = _capture_steps(langevin_step, gradient_fn, views, batches, step_losses)
-            for t in range(num_steps):
-                noise.sample()  # into noise.buffer, which the graphs read
-                replays[t % len(batches)].replay()
-                trace[:, t] = step_losses
-        else:
-            for t in range(num_steps):
-                noise.sample()
-                langevin_step(batches[t % len(batches)], trace[:, t])
+    with torch.no_grad(), attention():
+        replays = _capture_steps(step_all, warm_up, batches) if cuda_graph else None
+        for t in range(num_steps):
+            for _, chains in groups:
+                chains.noise.sample()  # into noise.buffer, which the step (or graph) reads
+            batch_index = t % len(batches)
+            if replays is not None:
+                replays[batch_index].replay()
+            else:
+                step_all(batches[batch_index])
+            for _, chains in groups:
+                chains.trace[:, t] = chains.step_losses
 
     # one host transfer for all traces and reference losses
-    packed = torch.cat([trace.reshape(-1), init_losses.to(dtype)]).to("cpu", torch.float64)
-    trace_cpu = packed[: trace.numel()].view(num_restrictions, num_chains, num_steps)
-    init_cpu = packed[trace.numel() :]
+    traces = [chains.trace.reshape(-1) for _, chains in groups]
+    packed = torch.cat([*traces, init_losses.to(dtype)]).to("cpu", torch.float64)
+    trace_cpu, num_sampled, offset = {}, {}, 0
+    for group_names, chains in groups:
+        block = packed[offset : offset + chains.trace.numel()]
+        block = block.view(len(group_names), num_chains, num_steps)
+        offset += chains.trace.numel()
+        for r, name in enumerate(group_names):
+            trace_cpu[name] = block[r]
+            num_sampled[name] = int(chains.masks[r].sum())
+    init_cpu = packed[offset:]
 
     steps = torch.arange(num_steps)
     is_draw = (steps >= num_burnin) & ((steps - num_burnin) % thinning == 0)
@@ -366,14 +350,14 @@ def estimate_llc_many(
     results = {}
     for r, name in enumerate(names):
         result = summarize_chains(
-            trace_cpu[r],
+            trace_cpu[name],
             is_draw,
             init_cpu,
             batch_of_step,
             n_beta=n_beta,
             divergence_factor=divergence_factor,
             climb_threshold=climb_threshold,
-            num_sampled=int(masks[r].sum()),
+            num_sampled=num_sampled[name],
             hyperparameters={
                 **common,
                 "step_size": step_sizes[r],
@@ -395,13 +379,9 @@ def estimate_llc_many(
 
 
 def _capture_steps(
-    langevin_step: Callable[[Any, Tensor], None],
-    gradient_fn: Callable,
-    views: dict[str, Tensor],
-    batches: list[Any],
-    step_losses: Tensor,
+    step: Callable[[Any], None], warm_up: Callable[[Any], None], batches: list[Any]
 ) -> list[torch.cuda.CUDAGraph]:
-    """One CUDA graph of ``langevin_step`` per minibatch, sharing one memory pool.
+    """One CUDA graph of ``step`` per minibatch, sharing one memory pool.
 
     Capturing records kernels without running them, so the chains do not move; the warm-up
     (lazy initialisation outside the capture, as CUDA graphs require) evaluates gradients
@@ -412,13 +392,13 @@ def _capture_steps(
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         for batch in batches[:2]:
-            gradient_fn(views, batch)
+            warm_up(batch)
     torch.cuda.current_stream().wait_stream(side)
     graphs: list[torch.cuda.CUDAGraph] = []
     for batch in batches:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=graphs[0].pool() if graphs else None):
-            langevin_step(batch, step_losses)
+            step(batch)
         graphs.append(graph)
     return graphs
 
