@@ -44,7 +44,7 @@ import csv
 import io
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -348,33 +348,43 @@ class EmergenceTracker:
 
     def add_collision_rows(self, rows: Iterable[Mapping[str, Any]]) -> list[EmergenceEvent]:
         """Process new ``collision_scores.csv`` rows; return the events they complete."""
-        new: list[EmergenceEvent] = []
-        for row in rows:
-            parsed = _parse(row, "score", self.settings.time_axis)
-            if parsed is None:
-                continue
-            head, step, lr_integral, score = parsed
-            state = self.heads.setdefault(head, _HeadState())
-            state.score.append(step, lr_integral, score)
-            new += self._threshold_events(head, state)
+
+        def react(head: Head, state: _HeadState) -> list[EmergenceEvent]:
+            events = self._threshold_events(head, state)
             if self.settings.power_law_source == "collision":
-                new += self._power_law_event(head, state, state.score)
-        self.events += new
-        return new
+                events += self._power_law_event(head, state, state.score)
+            return events
+
+        return self._add_rows(rows, "score", lambda state: state.score, react)
 
     def add_distance_rows(self, rows: Iterable[Mapping[str, Any]]) -> list[EmergenceEvent]:
         """Process new ``attention_distance.csv`` rows (used by the ``pearson`` observable)."""
         if self.settings.power_law_source != "distance":
             return []
+        return self._add_rows(
+            rows,
+            "pearson",
+            lambda state: state.observable,
+            lambda head, state: self._power_law_event(head, state, state.observable),
+        )
+
+    def _add_rows(
+        self,
+        rows: Iterable[Mapping[str, Any]],
+        column: str,
+        series_of: Callable[[_HeadState], _Series],
+        react: Callable[[Head, _HeadState], list[EmergenceEvent]],
+    ) -> list[EmergenceEvent]:
+        """Append each measurable row's ``column`` to its head's series, then ``react``."""
         new: list[EmergenceEvent] = []
         for row in rows:
-            parsed = _parse(row, "pearson", self.settings.time_axis)
+            parsed = _parse(row, column, self.settings.time_axis)
             if parsed is None:
                 continue
             head, step, lr_integral, value = parsed
             state = self.heads.setdefault(head, _HeadState())
-            state.observable.append(step, lr_integral, value)
-            new += self._power_law_event(head, state, state.observable)
+            series_of(state).append(step, lr_integral, value)
+            new += react(head, state)
         self.events += new
         return new
 
