@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from lit_emergence.physics.config import SimulationConfig
-from lit_emergence.physics.contact import damping_coefficient
+from lit_emergence.physics.contact import component_major, damping_coefficient
 
 try:  # Triton comes with CUDA builds of PyTorch; the package must import without it
     import triton
@@ -65,6 +65,15 @@ def fused_available(device: torch.device | str, dtype: torch.dtype = torch.float
 if triton is not None:
 
     @triton.jit
+    def _wall_overlaps(x, y, scaled_radius, stiffness, box_width, box_height):
+        # k max(delta, 0) with the walls at x = 0, x = W, y = 0, y = H
+        left = tl.maximum(scaled_radius - stiffness * x, 0.0)
+        right = tl.maximum(stiffness * x + scaled_radius - stiffness * box_width, 0.0)
+        floor = tl.maximum(scaled_radius - stiffness * y, 0.0)
+        ceiling = tl.maximum(stiffness * y + scaled_radius - stiffness * box_height, 0.0)
+        return left, right, floor, ceiling
+
+    @triton.jit
     def _scene_accelerations(
         x, y, vx, vy, scaled_radius, inverse_mass, wall_damping, scaled_radius_sum,
         pair_damping, pair_valid, stiffness, gravity, box_width, box_height,
@@ -83,11 +92,10 @@ if triton is not None:
         magnitude = (overlap - damping * normal_speed) * inverse  # along the raw separation
         force_x = tl.sum(magnitude * dx, axis=1)
         force_y = tl.sum(magnitude * dy, axis=1)
-        # walls: discs of infinite mass at x = 0, x = W, y = 0, y = H
-        left = tl.maximum(scaled_radius - stiffness * x, 0.0)
-        right = tl.maximum(stiffness * x + scaled_radius - stiffness * box_width, 0.0)
-        floor = tl.maximum(scaled_radius - stiffness * y, 0.0)
-        ceiling = tl.maximum(stiffness * y + scaled_radius - stiffness * box_height, 0.0)
+        # walls: discs of infinite mass
+        left, right, floor, ceiling = _wall_overlaps(
+            x, y, scaled_radius, stiffness, box_width, box_height
+        )
         force_x += left - tl.where(left > 0.0, wall_damping, 0.0) * vx
         force_x += -right - tl.where(right > 0.0, wall_damping, 0.0) * vx
         force_y += floor - tl.where(floor > 0.0, wall_damping, 0.0) * vy
@@ -100,10 +108,9 @@ if triton is not None:
         box_height,
     ):  # fmt: skip
         # kinetic + gravitational + elastic energy of the scene (see simulator.total_energy)
-        left = tl.maximum(scaled_radius - stiffness * x, 0.0)
-        right = tl.maximum(stiffness * x + scaled_radius - stiffness * box_width, 0.0)
-        floor = tl.maximum(scaled_radius - stiffness * y, 0.0)
-        ceiling = tl.maximum(stiffness * y + scaled_radius - stiffness * box_height, 0.0)
+        left, right, floor, ceiling = _wall_overlaps(
+            x, y, scaled_radius, stiffness, box_width, box_height
+        )
         walls = left * left + right * right + floor * floor + ceiling * ceiling
         per_disc = 0.5 * mass * (vx * vx + vy * vy) + mass * gravity * y
         per_disc += walls / (2.0 * stiffness)
@@ -250,9 +257,6 @@ def simulate_fused(
         )
     batch, num, _ = positions.shape
     device = positions.device
-
-    def component_major(vectors: Tensor) -> Tensor:
-        return vectors.transpose(1, 2).contiguous()
 
     x, v = component_major(positions), component_major(velocities)
     a = component_major(accelerations) if accelerations is not None else x  # x: unused pointer
