@@ -16,22 +16,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lit_emergence.analysis.detection import (
+from lit_emergence.detection import (
     WARNING_EVENTS,
     DetectionSettings,
     EmergenceEvent,
     detect_events,
     lead_times,
-    read_history_rows,
 )
+from lit_emergence.records.csv import read_rows
 
 
 def replay_run(run_dir: Path, settings: DetectionSettings) -> tuple[list[EmergenceEvent], int]:
     emergence = run_dir / "emergence"
-    collision = read_history_rows(emergence / "collision_scores.csv")
+    collision = read_rows(emergence / "collision_scores.csv").rows
     if not collision:
         raise SystemExit(f"{emergence / 'collision_scores.csv'} is missing or empty")
-    distance = read_history_rows(emergence / "attention_distance.csv")
+    distance = read_rows(emergence / "attention_distance.csv").rows
     events = detect_events(collision, distance or None, settings)
     return events, max(int(row["step"]) for row in collision)
 

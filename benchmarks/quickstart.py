@@ -72,14 +72,18 @@ def report_emergence(run_dir: Path) -> list[str]:
     start_max = max(float(r["score"]) for r in first)
     best = max(last, key=lambda r: float(r["score"]))
     key = (best["layer"], best["head"])
-    print(f"\nstep 0: every head's score <= {start_max:.3f}; "
-          f"best head at the end L{key[0]}H{key[1]}: "
-          f"score {float(best['score']):.3f}, strict {float(best['strict']):.3f}, "
-          f"impact {float(best['impact']):.3f}")
+    print(
+        f"\nstep 0: every head's score <= {start_max:.3f}; "
+        f"best head at the end L{key[0]}H{key[1]}: "
+        f"score {float(best['score']):.3f}, strict {float(best['strict']):.3f}, "
+        f"impact {float(best['impact']):.3f}"
+    )
     curve = [r for r in distance if (r["layer"], r["head"]) == key]
     for column in ("pearson", "g_contact"):
-        print(f"best head {column}: step {curve[0]['step']}: {float(curve[0][column]):+.4f} -> "
-              f"step {curve[-1]['step']}: {float(curve[-1][column]):+.4f}")
+        print(
+            f"best head {column}: step {curve[0]['step']}: {float(curve[0][column]):+.4f} -> "
+            f"step {curve[-1]['step']}: {float(curve[-1][column]):+.4f}"
+        )
     plot_best_head(run_dir, collision, curve, key)
     failures = []
     if start_max >= MAX_START_SCORE:
@@ -98,17 +102,29 @@ def plot_best_head(run_dir: Path, collision: list, curve: list, key: tuple[str, 
     head = [r for r in collision if (r["layer"], r["head"]) == key]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     for column, style in (("score", "-"), ("strict", "--"), ("impact", ":")):
-        axes[0].plot([max(int(r["step"]), 1) for r in head], [float(r[column]) for r in head],
-                     style, label=column)
-    axes[0].set(xscale="log", xlabel="step (0 drawn at 1)", ylabel="collision score",
-                title=f"L{key[0]}H{key[1]}: collision-detection score")
+        axes[0].plot(
+            [max(int(r["step"]), 1) for r in head],
+            [float(r[column]) for r in head],
+            style,
+            label=column,
+        )
+    axes[0].set(
+        xscale="log",
+        xlabel="step (0 drawn at 1)",
+        ylabel="collision score",
+        title=f"L{key[0]}H{key[1]}: collision-detection score",
+    )
     axes[0].legend()
     for ax, column in zip(axes[1:], ("pearson", "g_contact"), strict=True):
         values = [float(r[column]) for r in curve]
         departure = [abs(v - values[0]) for v in values]
         ax.plot([int(r["step"]) for r in curve][1:], departure[1:], "o-", markersize=3)
-        ax.set(xscale="log", yscale="log", xlabel="step",
-               title=f"|{column}(t) - {column}(0)|\n({values[0]:+.3f} -> {values[-1]:+.3f})")
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="step",
+            title=f"|{column}(t) - {column}(0)|\n({values[0]:+.3f} -> {values[-1]:+.3f})",
+        )
     fig.tight_layout()
     fig.savefig(run_dir / "emergence_curves.png", dpi=110)
     plt.close(fig)
@@ -122,8 +138,16 @@ def main() -> int:
     args, extra = parser.parse_known_args()
     run_dir = Path(args.run_dir or tempfile.mkdtemp(prefix="quickstart-")) / "run"
     command = [
-        sys.executable, "-m", "lit_emergence", "fit", "--config", args.config,
-        "--run_dir", str(run_dir), "--trainer.enable_progress_bar=false", *extra,
+        sys.executable,
+        "-m",
+        "lit_emergence",
+        "fit",
+        "--config",
+        args.config,
+        "--run_dir",
+        str(run_dir),
+        "--trainer.enable_progress_bar=false",
+        *extra,
     ]
     print("command:", " ".join(command), flush=True)
     start = time.perf_counter()

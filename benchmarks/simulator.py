@@ -33,20 +33,14 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from lit_emergence.physics import (
-    ParticleState,
-    SimulationConfig,
-    Workspace,
-    advance,
-    contact_parameters,
-    initial_state,
-    simulate,
-)
-from lit_emergence.physics.contact import component_major, contact_accelerations
+from lit_emergence.physics import ParticleState, SimulationConfig, initial_state, simulate
+from lit_emergence.physics.contact import component_major, contact_accelerations, contact_parameters
 from lit_emergence.physics.fused import fused_available, simulate_fused
+from lit_emergence.physics.simulator import advance
+from lit_emergence.physics.workspace import Workspace
 
 # ---------------------------------------------------------------------------------------------
-# The reference: one scene at a time, the formulas of REFERENCE.md written out directly.
+# The reference: one scene at a time, the formulas of docs/physics.md written out directly.
 # ---------------------------------------------------------------------------------------------
 
 

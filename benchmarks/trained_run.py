@@ -1,6 +1,6 @@
 """Shared by the gauge benchmarks: a finished run directory's model, data and final head scores.
 
-Thin wrappers over the report's run loader (:mod:`lit_emergence.report.runs`), which reads the
+Thin wrappers over the report's run loader (:mod:`lit_emergence.records.run`), which reads the
 same files for ``lit-emergence report``.
 """
 
@@ -13,14 +13,15 @@ import yaml
 
 from lit_emergence.data import ParticleDataModule
 from lit_emergence.module import LearnedSimulator
-from lit_emergence.report import Unavailable, load_run, summarize_heads
-from lit_emergence.report.runs import load_module as load_run_module
+from lit_emergence.records import Unavailable, load_run
+from lit_emergence.report import summarize_heads
+from lit_emergence.report.checkpoint import load_checkpoint
 
 
 def load_module(run_dir: Path) -> LearnedSimulator:
     """The run's checkpoint (``last.ckpt`` preferred) on CPU, in eval mode."""
     try:
-        return load_run_module(load_run(run_dir)).eval()
+        return load_checkpoint(load_run(run_dir)).module
     except Unavailable as error:
         raise SystemExit(f"{run_dir}: {error}: train the run first") from error
 

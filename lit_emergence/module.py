@@ -8,15 +8,15 @@ frames, and the position error at each horizon is logged in units of the particl
 
 Fast training (``compile``, ``cuda_graph``; docs/training.md): the training loss can be
 computed by a ``torch.compile``-d function and, on one CUDA device, forward, loss and backward
-can be captured once in a CUDA graph and replayed every step. Only the training step changes:
+can be captured once in a CUDA graph and replayed every step
+(:class:`~lit_emergence.graph_step.GraphedTrainingStep`). Only the training step changes:
 ``self.model`` stays the plain module, so the probe path (``return_attention=True``),
 validation rollouts and the measurement callbacks run eagerly on the same weights.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -30,28 +30,11 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from lit_emergence.data import FeatureNormalizer
+from lit_emergence.graph_step import CUDAGRAPH_COMPILE_MODES, GraphedTrainingStep, LossFn
+from lit_emergence.lr_schedules import WarmupCosineLR
 from lit_emergence.model import ParticleTransformer
-from lit_emergence.schedules import WarmupCosineLR
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-# Compile modes that use inductor's own CUDA graphs, which cannot run inside ours.
-_CUDAGRAPH_COMPILE_MODES = ("reduce-overhead", "max-autotune")
-# Eager forward/backward passes on a side stream before capture (as in PyTorch's CUDA-graph
-# recipe): they compile, pick kernels and warm the allocator outside the graph.
-_GRAPH_WARMUP_ITERATIONS = 3
-
-LossFn = Callable[[Tensor, Tensor], Tensor]
-
-
-@dataclass
-class _CapturedStep:
-    """One captured forward + loss + backward and the static tensors it reads and writes."""
-
-    key: tuple[Any, ...]
-    graph: torch.cuda.CUDAGraph
-    features: Tensor
-    target: Tensor
-    loss: Tensor
 
 
 class LearnedSimulator(LightningModule):
@@ -65,12 +48,13 @@ class LearnedSimulator(LightningModule):
         n_heads: Attention heads per block.
         mlp_ratio: Hidden width of the MLP as a multiple of ``d_model``.
         dropout: Dropout probability (0 in all shipped configs).
-        mask_self: Forbid each particle from attending to itself. The feasibility runs found this
-            the single most important choice for collision heads to emerge.
+        mask_self: Forbid each particle from attending to itself. Unmasked heads park much of
+            their attention on the query itself and collision heads rarely emerge
+            (``docs/model.md``).
         optimizer: Factory ``params -> Optimizer``; from YAML a ``class_path`` with ``init_args``.
             Weight decay applies to weight matrices only, never to biases or LayerNorm gains.
         scheduler: Factory ``optimizer -> LRScheduler`` stepped every optimizer step, or ``None``.
-            A :class:`~lit_emergence.schedules.WarmupCosineLR` without ``total_steps`` gets the
+            A :class:`~lit_emergence.lr_schedules.WarmupCosineLR` without ``total_steps`` gets the
             trainer's step budget.
         rollout_horizons: Horizons (in frames) at which the rollout error is logged (linked from
             ``data.rollout_horizons``).
@@ -117,7 +101,7 @@ class LearnedSimulator(LightningModule):
                 f"compile={compile!r} is not a torch.compile mode; use true, false or one of "
                 f"{', '.join(COMPILE_MODES)}"
             )
-        if cuda_graph and compile in _CUDAGRAPH_COMPILE_MODES:
+        if cuda_graph and compile in CUDAGRAPH_COMPILE_MODES:
             raise ValueError(
                 f"compile={compile!r} uses inductor's own CUDA graphs, which cannot run inside "
                 "cuda_graph=true; set compile to true or 'max-autotune-no-cudagraphs'"
@@ -145,7 +129,7 @@ class LearnedSimulator(LightningModule):
         self.cuda_graph = bool(cuda_graph)
         # Transient (never pickled or checkpointed): built on first use in a training step.
         self._compiled_loss: LossFn | None = None
-        self._captured: _CapturedStep | None = None
+        self._graph_step: GraphedTrainingStep | None = None
 
     # ----------------------------------------------------------------------------- forward
     def forward(
@@ -259,7 +243,9 @@ class LearnedSimulator(LightningModule):
         loss is then a static tensor without autograd history (see :meth:`backward`).
         """
         if self.cuda_graph:
-            loss = self._replay(batch["features"], batch["target"])
+            if self._graph_step is None:
+                self._graph_step = GraphedTrainingStep(self.training_loss, self)
+            loss = self._graph_step(batch["features"], batch["target"])
         else:
             loss = self.training_loss(batch["features"], batch["target"])
         # Lightning copies the value on device; it reads it back only when logging.
@@ -282,64 +268,17 @@ class LearnedSimulator(LightningModule):
 
     def on_train_start(self) -> None:
         """Capture afresh in every ``fit`` (a new optimizer, possibly new devices)."""
-        self._captured = None
+        self._graph_step = None
 
     def on_train_end(self) -> None:
         """Release the CUDA graph and its memory pool (the grads keep their last values)."""
-        self._captured = None
-
-    def _replay(self, features: Tensor, target: Tensor) -> Tensor:
-        """Copy the batch into the static inputs, replay the graph, return the static loss."""
-        key = (features.shape, target.shape, features.dtype, target.dtype, features.device)
-        if self._captured is None or self._captured.key != key:
-            self._captured = None  # free the old graph's pool before capturing again
-            self._captured = self._capture(features, target, key)
-        captured = self._captured
-        captured.features.copy_(features)
-        captured.target.copy_(target)
-        captured.graph.replay()
-        return captured.loss
-
-    def _capture(self, features: Tensor, target: Tensor, key: tuple[Any, ...]) -> _CapturedStep:
-        """Capture forward, loss and backward on static copies of one batch.
-
-        Runs inside the training step, so under Lightning's autocast for mixed precision: the
-        capture repeats that autocast with its weight-cast cache off, which graph capture
-        requires. Nothing here changes the weights or the optimizer state.
-        """
-        static_features = features.detach().clone()
-        static_target = target.detach().clone()
-
-        def autocast() -> torch.autocast:
-            return torch.autocast(
-                "cuda",
-                dtype=torch.get_autocast_dtype("cuda"),
-                enabled=torch.is_autocast_enabled("cuda"),
-                cache_enabled=False,
-            )
-
-        side_stream = torch.cuda.Stream()
-        side_stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side_stream):
-            for _ in range(_GRAPH_WARMUP_ITERATIONS):
-                with autocast():
-                    loss = self.training_loss(static_features, static_target)
-                loss.backward()
-        torch.cuda.current_stream().wait_stream(side_stream)
-        # Warm-up grads go; the captured backward allocates the static .grad tensors.
-        self.zero_grad(set_to_none=True)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            with autocast():
-                loss = self.training_loss(static_features, static_target)
-            loss.backward()
-        return _CapturedStep(key, graph, static_features, static_target, loss.detach())
+        self._graph_step = None
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle without the compiled function and the CUDA graph (rebuilt on use)."""
         state = super().__getstate__()
         state["_compiled_loss"] = None
-        state["_captured"] = None
+        state["_graph_step"] = None
         return state
 
     def validation_step(

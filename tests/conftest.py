@@ -55,7 +55,7 @@ def tiny_config() -> dict:
             "n_heads": 4,
             "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.003}},
             "scheduler": {
-                "class_path": "lit_emergence.schedules.WarmupCosineLR",
+                "class_path": "lit_emergence.lr_schedules.WarmupCosineLR",
                 "init_args": {"warmup_steps": 2},
             },
         },

@@ -29,11 +29,11 @@ from torch import nn
 from lit_emergence.callbacks import (
     AttentionDistanceMonitor,
     CollisionDetectionMonitor,
-    CSVHistory,
     LogSchedule,
 )
 from lit_emergence.cli import main
 from lit_emergence.module import LearnedSimulator
+from lit_emergence.records.csv import CSVHistory
 
 # ----------------------------------------------------------------------------- schedule
 

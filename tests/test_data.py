@@ -14,16 +14,15 @@ import torch
 from torch.utils.data import DistributedSampler
 
 import lit_emergence.data.generate as generate_module
-from lit_emergence.data import (
-    FeatureNormalizer,
-    OneStepDataset,
-    ParticleDataModule,
-    RolloutDataset,
-    passthrough_collate,
-)
+from lit_emergence.data import FeatureNormalizer, ParticleDataModule
 from lit_emergence.data.arrays import pack_contacts, unpack_contacts
 from lit_emergence.data.cache import CacheError, atomic_cache_writer, load_arrays
-from lit_emergence.data.dataset import augmentation_rng
+from lit_emergence.data.dataset import (
+    OneStepDataset,
+    RolloutDataset,
+    augmentation_rng,
+    passthrough_collate,
+)
 from lit_emergence.data.generate import cache_directory, cache_key, split_generator
 from lit_emergence.physics import SimulationConfig, simulate
 

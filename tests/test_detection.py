@@ -16,17 +16,6 @@ from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from lit_emergence.analysis.detection import (
-    EVENT_COLUMNS,
-    DetectionSettings,
-    EmergenceEvent,
-    EmergenceTracker,
-    detect_events,
-    lead_times,
-    read_events,
-    read_history_rows,
-)
-from lit_emergence.analysis.dynamics import gradient_flow_time
 from lit_emergence.callbacks import (
     AttentionDistanceMonitor,
     CollisionDetectionMonitor,
@@ -34,8 +23,19 @@ from lit_emergence.callbacks import (
     LogSchedule,
 )
 from lit_emergence.cli import main
+from lit_emergence.detection import (
+    EVENT_COLUMNS,
+    DetectionSettings,
+    EmergenceEvent,
+    EmergenceTracker,
+    detect_events,
+    lead_times,
+    read_events,
+)
+from lit_emergence.dynamics import gradient_flow_time
 from lit_emergence.functional import neighbour_mask
 from lit_emergence.module import LearnedSimulator
+from lit_emergence.records.csv import read_rows as read_history
 
 # ----------------------------------------------------------------------------- synthetic runs
 # The quickstart's measurement grid (6 per decade up to 10k steps) and gradient-flow time under
@@ -258,8 +258,8 @@ def fit(
 def replay(run_dir: Path, settings: DetectionSettings) -> list[EmergenceEvent]:
     emergence = run_dir / "emergence"
     return detect_events(
-        read_history_rows(emergence / "collision_scores.csv"),
-        read_history_rows(emergence / "attention_distance.csv"),
+        read_history(emergence / "collision_scores.csv").rows,
+        read_history(emergence / "attention_distance.csv").rows,
         settings,
     )
 

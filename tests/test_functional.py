@@ -19,19 +19,21 @@ import lit_emergence.functional._pairs as pairs_module
 from lit_emergence.functional import (
     HEAD_CLASSES,
     attention_distance_correlation,
-    attention_distance_statistics,
     classify_heads,
     collision_score,
-    collision_score_statistics,
     connected_correlation,
-    connected_correlation_from_statistics,
-    correlation_from_statistics,
     default_r_grid,
     head_class_names,
     impact_queries,
     neighbour_mask,
     pairwise_distances,
 )
+from lit_emergence.functional.attention_distance import (
+    attention_distance_statistics,
+    connected_correlation_from_statistics,
+    correlation_from_statistics,
+)
+from lit_emergence.functional.collision import collision_score_statistics
 from lit_emergence.model import ParticleTransformer
 from lit_emergence.physics import SimulationConfig, initial_state, simulate
 

@@ -19,7 +19,6 @@ from lit_emergence.gauge import (
     GaugeTransform,
     apply_gauge,
     canonical_gauge,
-    effective_rank,
     estimate_llc_canonical,
     feature_space_qk,
     gauge_imbalance,
@@ -29,9 +28,10 @@ from lit_emergence.gauge import (
     match_heads,
     match_models,
     random_gauge,
-    random_invertible,
-    read_heads,
 )
+from lit_emergence.gauge.heads import read_heads
+from lit_emergence.gauge.invariants import effective_rank
+from lit_emergence.gauge.transforms import random_invertible
 from lit_emergence.llc import attention_head_restriction, estimate_llc
 from lit_emergence.model import ParticleTransformer
 

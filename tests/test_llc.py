@@ -20,15 +20,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_emergence.llc import (
-    LangevinKernel,
     attention_head_restriction,
     attention_head_restrictions,
     default_n_beta,
     estimate_llc,
     estimate_llc_many,
-    resolve_restriction,
 )
 from lit_emergence.llc.chains import group_by_sampled_tensors
+from lit_emergence.llc.restriction import resolve_restriction
+from lit_emergence.llc.sampler import LangevinKernel
 from lit_emergence.model import ParticleTransformer
 
 F64 = torch.float64
@@ -90,7 +90,7 @@ def test_kernel_step_is_the_documented_update(sampler):
 
 
 # ---------------------------------------------------------------------------------------------
-# Exact finite-temperature identities (REFERENCE.md section 2)
+# Exact finite-temperature identities (stated in docs/llc.md)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -161,7 +161,7 @@ def test_quadratic_plus_quartic_gives_three_quarters():
 
 
 def aoyagi_lambda(widths: tuple[int, ...], rank: int) -> float:
-    """Learning coefficient of a deep linear network (Aoyagi 2024), as in REFERENCE.md."""
+    """Learning coefficient of a deep linear network (Aoyagi 2024; formula in docs/llc.md)."""
     M = sorted(h - rank for h in widths)
     for ell in range(1, len(widths)):  # |S| = ell + 1
         S, rest = M[: ell + 1], M[ell + 1 :]

@@ -116,7 +116,7 @@ def test_permutation_equivariance(mask_self: bool) -> None:
 
 
 def test_head_gauge_transform_leaves_function_unchanged() -> None:
-    """Head h owns slice h of q/k/v outputs and out_proj inputs (REFERENCE.md section 4)."""
+    """Head h owns slice h of q/k/v outputs and out_proj inputs (gauge maps: docs/gauge.md)."""
     model = make_model(6, dtype=torch.float64)
     features, padding = make_inputs(6, dtype=torch.float64)
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""Physical checks of the soft-sphere simulator (REFERENCE.md section 1), in float64.
+"""Physical checks of the soft-sphere simulator (equations in docs/physics.md), in float64.
 
 Tolerances are derived in the comments. Two recurring quantities:
 
@@ -19,14 +19,14 @@ import torch
 from lit_emergence.physics import (
     ParticleState,
     SimulationConfig,
-    contact_duration,
     contact_forces,
-    damping_coefficient,
     initial_state,
     simulate,
     step,
     total_energy,
 )
+from lit_emergence.physics.config import contact_duration
+from lit_emergence.physics.contact import damping_coefficient
 
 F64 = torch.float64
 
@@ -112,7 +112,7 @@ def test_damping_and_contact_duration_match_reference():
         damping_coefficient(stiffness, masses, 0.6),
         torch.tensor([damping_coefficient(stiffness, float(m), 0.6) for m in masses], dtype=F64),
     )
-    # The default config is the feasibility setting: t_c ~ 0.225 (DESIGN.md), dt = t_c/30.
+    # The default config (k = 100, m* = 1/2, e = 0.6): t_c ~ 0.225, dt = t_c/30.
     config = SimulationConfig()
     assert config.contact_duration == pytest.approx(0.2251, abs=1e-4)
     assert config.time_step == pytest.approx(config.contact_duration / 30)

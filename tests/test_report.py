@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 from unittest import mock
 
@@ -17,9 +18,12 @@ from conftest import read_rows, tiny_config
 from lit_emergence.cli import main as lit_emergence_main
 from lit_emergence.gauge import apply_gauge, random_gauge
 from lit_emergence.module import LearnedSimulator
+from lit_emergence.records.errors import Unavailable
+from lit_emergence.records.run import load_run
 from lit_emergence.report import build_report
 from lit_emergence.report.alignment import SUMMARY_COLUMNS, align_runs
 from lit_emergence.report.build import load_runs
+from lit_emergence.report.checkpoint import CheckpointCache, load_checkpoint
 from lit_emergence.report.cli import main as report_main
 from lit_emergence.report.fits import EXPONENT_COLUMNS
 from lit_emergence.report.heads import summarize_heads
@@ -406,3 +410,106 @@ def test_runs_of_different_shapes_are_not_aligned_and_the_report_is_still_writte
     assert "## Cross-run head alignment" in report and "Not computed (see below)." in report
     assert "fewer than two runs with a loadable checkpoint and the same model shape" in report
     assert (out / "heads.csv").is_file() and any(out.glob("figure3_*.png"))
+
+
+def count_torch_loads(monkeypatch) -> Counter:
+    """Count ``torch.load`` calls by resolved file (``"file object"`` for open files)."""
+    counts: Counter = Counter()
+    original = torch.load
+
+    def counting_load(source, *args, **kwargs):
+        counts[Path(source).resolve() if isinstance(source, str | Path) else "file object"] += 1
+        return original(source, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    return counts
+
+
+def test_each_checkpoint_is_read_once_for_figure3_and_the_alignment(in_workdir, monkeypatch):
+    first, second = copy_run(in_workdir, "once-a"), copy_run(in_workdir, "once-b")
+    counts = count_torch_loads(monkeypatch)
+    result = build_report([first, second], in_workdir / "once", n_bootstrap=0, quiet=True)
+    assert result.alignment is not None
+    assert {path.name for title, path in result.figures if title.startswith("Figure 3")} == {
+        "figure3_once-a.png",
+        "figure3_once-b.png",
+    }
+    # Each checkpoint once (Figure 3 and the alignment share it), each probe set once.
+    assert counts == {
+        path.resolve(): 1
+        for run_dir in (first, second)
+        for path in (last_checkpoint(run_dir), run_dir / "emergence" / "probe_collision_scores.pt")
+    }
+
+
+@pytest.mark.parametrize("heads", [4, 2])
+def test_loaded_checkpoint_is_what_load_from_checkpoint_gives(workdir, heads):
+    run_dir = copy_run(workdir, f"loaded-{heads}")
+    if heads == 2:
+        with_two_heads(run_dir)  # hyperparameters other than the config's come from the file
+    loaded = load_checkpoint(load_run(run_dir))
+    expected = LearnedSimulator.load_from_checkpoint(last_checkpoint(run_dir), map_location="cpu")
+    module = loaded.module
+    assert loaded.path == last_checkpoint(run_dir)
+    assert loaded.step == torch.load(last_checkpoint(run_dir), weights_only=False)["global_step"]
+    assert not module.training and module.hparams["n_heads"] == heads
+    assert dict(module.hparams) == dict(expected.hparams)
+    state, expected_state = module.state_dict(), expected.state_dict()
+    assert list(state) == list(expected_state)
+    for name, tensor in expected_state.items():
+        assert state[name].device.type == "cpu", name
+        assert state[name].dtype == tensor.dtype and torch.equal(state[name], tensor), name
+    # The normaliser, restored by on_load_checkpoint.
+    normalizer = module.normalizer.state_dict()
+    expected_normalizer = expected.normalizer.state_dict()
+    assert list(normalizer) == list(expected_normalizer)
+    for name, value in expected_normalizer.items():
+        assert torch.equal(torch.as_tensor(normalizer[name]), torch.as_tensor(value)), name
+
+
+def test_checkpoint_cache_remembers_a_checkpoint_that_cannot_be_loaded(workdir, monkeypatch):
+    run_dir = copy_run(workdir, "broken")
+    last_checkpoint(run_dir).write_bytes(b"not a checkpoint")
+    run = load_run(run_dir)
+    counts = count_torch_loads(monkeypatch)
+    cache = CheckpointCache()
+    for _ in range(2):
+        with pytest.raises(Unavailable, match=r"^cannot load last\.ckpt: "):
+            cache.get(run)
+    assert counts == {last_checkpoint(run_dir).resolve(): 1}
+    shutil.rmtree(run_dir / "checkpoints")
+    with pytest.raises(Unavailable, match=r"^no checkpoint in checkpoints/$"):
+        load_checkpoint(load_run(run_dir))
+
+
+def test_missing_probe_set_is_re_simulated_only_with_rebuild_probe(
+    workdir, tmp_path, monkeypatch, capsys
+):
+    run_dir = copy_run(workdir, "no-probe")
+    (run_dir / "emergence" / "probe_collision_scores.pt").unlink()
+    # An empty working directory: re-simulating would write data_cache/ here.
+    monkeypatch.chdir(tmp_path)
+    warnings: list[str] = []
+    result = build_report(
+        [run_dir], tmp_path / "plain", n_bootstrap=0, quiet=True, warn=warnings.append
+    )
+    assert not any(title.startswith("Figure 3") for title, _ in result.figures)
+    reasons = [p.reason for p in result.problems if p.item.startswith("Figure 3")]
+    assert any(
+        "emergence/probe_collision_scores.pt" in reason and "--rebuild-probe" in reason
+        for reason in reasons
+    ), reasons
+    assert not (tmp_path / "data_cache").exists()  # no data simulated
+    assert not any("re-simulating" in warning for warning in warnings)
+
+    out = tmp_path / "rebuilt"
+    assert report_main([str(run_dir), "--out", str(out), "--rebuild-probe", *FAST]) == 0
+    assert (out / "figure3_no-probe.png").read_bytes().startswith(PNG_MAGIC)
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if "re-simulating" in line] == [
+        "lit-emergence report: warning: no-probe: Figure 3: no "
+        "emergence/probe_collision_scores.pt; re-simulating the run's data from config.yaml "
+        "(--rebuild-probe)"
+    ]
+    assert (tmp_path / "data_cache").is_dir()  # the rebuilt datamodule simulated here
+    assert "--rebuild-probe" not in (out / "report.md").read_text()

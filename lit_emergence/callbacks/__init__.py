@@ -9,14 +9,12 @@ from lit_emergence.callbacks.base import MeasurementCallback
 from lit_emergence.callbacks.collision import CollisionDetectionMonitor
 from lit_emergence.callbacks.emergence import EmergenceDetector
 from lit_emergence.callbacks.gauge import GaugeInvariantMonitor
-from lit_emergence.callbacks.history import CSVHistory
 from lit_emergence.callbacks.llc import LLCMonitor
+from lit_emergence.callbacks.measurement_schedule import LogSchedule
 from lit_emergence.callbacks.probe import ProbeSet
-from lit_emergence.callbacks.schedule import LogSchedule
 
 __all__ = [
     "AttentionDistanceMonitor",
-    "CSVHistory",
     "CollisionDetectionMonitor",
     "EmergenceDetector",
     "GaugeInvariantMonitor",

@@ -8,19 +8,15 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule, Trainer
 
-from lit_emergence.analysis.figures import figure_to_array, head_heatmap
 from lit_emergence.callbacks.base import MeasurementCallback, Schedule, nan_to_none
+from lit_emergence.callbacks.measurement_schedule import LogSchedule
 from lit_emergence.callbacks.probe import ProbeSet
 from lit_emergence.callbacks.protocol import AttentionFn, probe_attention
-from lit_emergence.callbacks.schedule import LogSchedule
 from lit_emergence.metrics import ConnectedCorrelation
+from lit_emergence.plotting import figure_to_array, head_heatmap
+from lit_emergence.records.schema import DISTANCE, distance_column, head_label
 
 DEFAULT_R_GRID = (0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0)
-
-
-def r_column(r: float) -> str:
-    """History column of G at ``r`` contact distances, e.g. ``g_r1.250``."""
-    return f"g_r{r:.3f}"
 
 
 class AttentionDistanceMonitor(MeasurementCallback):
@@ -49,7 +45,7 @@ class AttentionDistanceMonitor(MeasurementCallback):
             :class:`~lit_emergence.callbacks.base.MeasurementCallback`.
     """
 
-    history_file = "attention_distance.csv"
+    history_spec = DISTANCE
 
     def __init__(
         self,
@@ -75,8 +71,7 @@ class AttentionDistanceMonitor(MeasurementCallback):
 
     def fieldnames(self, trainer: Trainer, pl_module: LightningModule) -> Sequence[str]:
         """History columns (one per grid radius)."""
-        columns = ["step", "lr_integral", "layer", "head", "pearson", "g_contact"]
-        return columns + [r_column(r) for r in self.r_grid]
+        return [*DISTANCE.columns, *(distance_column(r) for r in self.r_grid)]
 
     def _evaluation_radii(self, probe: ProbeSet) -> tuple[torch.Tensor, list[int], int]:
         """Sorted radii (grid and contact point) in simulation units, and where each one is."""
@@ -131,7 +126,7 @@ class AttentionDistanceMonitor(MeasurementCallback):
                 "pearson": nan_to_none(float(pearson[layer, head])),
                 "g_contact": nan_to_none(float(g_contact[layer, head])),
                 **{
-                    r_column(r): nan_to_none(float(connected[layer, head, k]))
+                    distance_column(r): nan_to_none(float(connected[layer, head, k]))
                     for k, r in zip(grid_index, self.r_grid, strict=True)
                 },
             }
@@ -147,7 +142,8 @@ class AttentionDistanceMonitor(MeasurementCallback):
         for row in rows:
             for key in ("pearson", "g_contact"):
                 if row[key] != "":
-                    metrics[f"attention_distance/{key}/L{row['layer']}H{row['head']}"] = row[key]
+                    label = head_label(row["layer"], row["head"])
+                    metrics[f"attention_distance/{key}/{label}"] = row[key]
         self.send_scalars(trainer, metrics, step)
         if self._heatmaps is not None:
             self.send_images(

@@ -30,20 +30,25 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
-from lit_emergence.callbacks.history import CSVHistory
+from lit_emergence.callbacks.measurement_schedule import LogSchedule
 from lit_emergence.callbacks.probe import ProbeSet, select_probe_set
-from lit_emergence.callbacks.protocol import clear_attention_cache
-from lit_emergence.callbacks.schedule import LogSchedule
+from lit_emergence.callbacks.protocol import SHARED_ATTENTION
+from lit_emergence.records.csv import CSVHistory
+from lit_emergence.records.schema import EMERGENCE_DIR, HistorySpec
 
-EMERGENCE_DIR = "emergence"
 # A LogSchedule (configurable from YAML) or any `step -> bool` callable.
 Schedule = LogSchedule | Callable[[int], bool]
+# Called with (history spec, rows) after every measurement written (rank 0).
+RowsListener = Callable[[HistorySpec, list[dict[str, Any]]], None]
 
 
 class MeasurementCallback(Callback):
     """Base class: measure at scheduled steps on a fixed probe set and persist a history.
 
-    Subclasses set :attr:`history_file` and implement :meth:`fieldnames` and :meth:`measure`.
+    Subclasses set :attr:`history_spec` (which file of ``emergence/`` they write, from
+    :mod:`lit_emergence.records.schema`) and implement :meth:`fieldnames` and :meth:`measure`.
+    Other callbacks can receive each measurement's rows as they are written
+    (:meth:`add_listener`), without reading the file back.
 
     Args:
         schedule: ``step -> bool``; default :class:`~lit_emergence.callbacks.LogSchedule` with
@@ -56,7 +61,7 @@ class MeasurementCallback(Callback):
         log_images: Log figures to image-capable loggers (W&B) as well as scalars.
     """
 
-    history_file: str = "history.csv"
+    history_spec: HistorySpec
     #: Which split ``datamodule.probe_batch`` draws from.
     probe_split: str = "val"
     #: Split the probe set across DDP ranks (False: every rank gets all of it).
@@ -86,6 +91,20 @@ class MeasurementCallback(Callback):
         self.last_measured_step = -1
         self.lr_integral = 0.0
         self._restored_step: int | None = None
+        self._listeners: list[RowsListener] = []
+
+    @property
+    def history_file(self) -> str:
+        """File name of the history inside ``RUN_DIR/emergence/``."""
+        return self.history_spec.file
+
+    def add_listener(self, listener: RowsListener) -> None:
+        """Call ``listener(history_spec, rows)`` with the rows of every measurement written.
+
+        Listeners run on global rank 0 only, right after the rows are appended to the file.
+        """
+        if listener not in self._listeners:
+            self._listeners.append(listener)
 
     # ----------------------------------------------------------------------------- to override
     def should_run(self, step: int) -> bool:
@@ -151,11 +170,11 @@ class MeasurementCallback(Callback):
     # ----------------------------------------------------------------------------- hooks
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Fix the probe set, open the history and cut it back on resume."""
-        clear_attention_cache(pl_module)
+        SHARED_ATTENTION.clear(pl_module)
         emergence_dir = self.run_dir(trainer) / EMERGENCE_DIR
         self.probe = select_probe_set(
             trainer,
-            emergence_dir / f"probe_{self.history_file.removesuffix('.csv')}.pt",
+            emergence_dir / self.history_spec.probe_file,
             num_samples=self.num_probe_samples,
             seed=self.probe_seed,
             explicit=self.explicit_probe,
@@ -215,6 +234,8 @@ class MeasurementCallback(Callback):
             row["lr_integral"] = self.lr_integral
         assert self.history is not None
         self.history.append(rows)
+        for listener in self._listeners:
+            listener(self.history_spec, rows)
         self.log_measurement(trainer, pl_module, rows, step)
 
 

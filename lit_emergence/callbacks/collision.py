@@ -9,16 +9,10 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor
 
-from lit_emergence.analysis.figures import (
-    AttentionPanel,
-    attention_panels,
-    figure_to_array,
-    head_heatmap,
-)
 from lit_emergence.callbacks.base import MeasurementCallback, Schedule, nan_to_none
+from lit_emergence.callbacks.measurement_schedule import LogSchedule
 from lit_emergence.callbacks.probe import ProbeSet
 from lit_emergence.callbacks.protocol import AttentionFn, probe_attention
-from lit_emergence.callbacks.schedule import LogSchedule
 from lit_emergence.functional import (
     classify_heads,
     head_class_names,
@@ -26,8 +20,19 @@ from lit_emergence.functional import (
     neighbour_mask,
 )
 from lit_emergence.metrics import CollisionScore
-
-VARIANTS = ("score", "strict", "impact")
+from lit_emergence.plotting import (
+    AttentionPanel,
+    attention_panels,
+    figure_to_array,
+    head_heatmap,
+)
+from lit_emergence.records.schema import (
+    COLLISION,
+    COLLISION_VARIANTS,
+    DEFAULT_PARTIAL_THRESHOLD,
+    DEFAULT_TRUE_THRESHOLD,
+    head_label,
+)
 
 
 class CollisionDetectionMonitor(MeasurementCallback):
@@ -69,13 +74,13 @@ class CollisionDetectionMonitor(MeasurementCallback):
             :class:`~lit_emergence.callbacks.base.MeasurementCallback`.
     """
 
-    history_file = "collision_scores.csv"
+    history_spec = COLLISION
 
     def __init__(
         self,
         tolerance: float = 0.25,
-        true_threshold: float = 0.9,
-        partial_threshold: float = 0.5,
+        true_threshold: float = DEFAULT_TRUE_THRESHOLD,
+        partial_threshold: float = DEFAULT_PARTIAL_THRESHOLD,
         impact_threshold: float = 0.5,
         gravity: float | None = None,
         frame_interval: float | None = None,
@@ -101,18 +106,22 @@ class CollisionDetectionMonitor(MeasurementCallback):
         self.image_schedule = image_schedule or LogSchedule(points_per_decade=1)
         self._figure: Any = None
         self._warned: set[str] = set()
+        # (width, height) of the box the pictures draw, from the datamodule's simulation.
+        self._box: tuple[float, float] | None = None
 
     def fieldnames(self, trainer: Trainer, pl_module: LightningModule) -> Sequence[str]:
         """History columns."""
-        return ["step", "lr_integral", "layer", "head", *VARIANTS, "head_class"]
+        return list(COLLISION.columns)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Take gravity and frame interval from the datamodule's simulation if not given."""
+        """Take gravity, frame interval and box from the datamodule's simulation if not given."""
         simulation = getattr(getattr(trainer, "datamodule", None), "simulation", None)
         if self.gravity is None and simulation is not None:
             self.gravity = float(simulation.gravity)
         if self.frame_interval is None and simulation is not None:
             self.frame_interval = float(simulation.frame_interval)
+        if simulation is not None:
+            self._box = (float(simulation.box_width), float(simulation.box_height))
         super().on_fit_start(trainer, pl_module)
 
     # ----------------------------------------------------------------------------- measuring
@@ -143,7 +152,10 @@ class CollisionDetectionMonitor(MeasurementCallback):
             attention = probe_attention(pl_module, batch, self.attention_fn, step)
             _, layers, heads = attention.shape[:3]
             if not metrics:
-                metrics = {v: CollisionScore(layers, heads).to(attention.device) for v in VARIANTS}
+                metrics = {
+                    v: CollisionScore(layers, heads).to(attention.device)
+                    for v in COLLISION_VARIANTS
+                }
             valid = batch.get("valid")
             if self._can_measure("score", batch):
                 neighbours = neighbour_mask(
@@ -174,7 +186,7 @@ class CollisionDetectionMonitor(MeasurementCallback):
             {
                 "layer": layer,
                 "head": head,
-                **{v: nan_to_none(float(scores[v][layer, head])) for v in VARIANTS},
+                **{v: nan_to_none(float(scores[v][layer, head])) for v in COLLISION_VARIANTS},
                 "head_class": classes[layer][head],
             }
             for layer in range(layers)
@@ -188,9 +200,10 @@ class CollisionDetectionMonitor(MeasurementCallback):
         """Per-head scalars and a summary; figures on the image schedule."""
         metrics: dict[str, float] = {}
         for row in rows:
-            for variant in VARIANTS:
+            for variant in COLLISION_VARIANTS:
                 if row[variant] != "":
-                    metrics[f"collision/{variant}/L{row['layer']}H{row['head']}"] = row[variant]
+                    label = head_label(row["layer"], row["head"])
+                    metrics[f"collision/{variant}/{label}"] = row[variant]
         scores = [row["score"] for row in rows if row["score"] != ""]
         if scores:
             metrics["collision/best_score"] = max(scores)
@@ -232,21 +245,18 @@ class CollisionDetectionMonitor(MeasurementCallback):
                         contacts=batch["contacts"][sample].cpu().numpy()
                         if "contacts" in batch
                         else None,
-                        title=f"L{layer}H{head}, {label} collision-like\n"
+                        title=f"{head_label(layer, head)}, {label} collision-like\n"
                         f"(score {float(scores[layer, head]):.2f}), {state}",
                     )
                 )
-        box = self._box(pl_module, batch)
+        box = self._box or self._bounding_box(batch)
         figure = attention_panels(
             panels, box, columns=2, title=f"attention on particles, step {step}"
         )
         return heatmap, figure_to_array(figure)
 
     @staticmethod
-    def _box(pl_module: LightningModule, batch: Mapping[str, Tensor]) -> tuple[float, float]:
-        trainer = pl_module._trainer
-        simulation = getattr(getattr(trainer, "datamodule", None), "simulation", None)
-        if simulation is not None:
-            return float(simulation.box_width), float(simulation.box_height)
+    def _bounding_box(batch: Mapping[str, Tensor]) -> tuple[float, float]:
+        """The box of a datamodule without simulation settings: what the discs reach."""
         upper = (batch["positions"] + batch["radii"].unsqueeze(-1)).amax(dim=(0, 1))
         return float(upper[0]), float(upper[1])

@@ -2,34 +2,31 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from lit_emergence.analysis.detection import (
+from lit_emergence.callbacks.base import MeasurementCallback
+from lit_emergence.detection import (
     EVENT_COLUMNS,
     DetectionSettings,
     EmergenceEvent,
     EmergenceTracker,
-    Observable,
-    TimeAxis,
-    read_history_rows,
 )
-from lit_emergence.callbacks.attention_distance import AttentionDistanceMonitor
-from lit_emergence.callbacks.base import EMERGENCE_DIR, MeasurementCallback
-from lit_emergence.callbacks.collision import CollisionDetectionMonitor
-from lit_emergence.callbacks.history import CSVHistory
+from lit_emergence.records.csv import CSVHistory, read_rows
+from lit_emergence.records.schema import (
+    COLLISION,
+    DEFAULT_PARTIAL_THRESHOLD,
+    DEFAULT_TRUE_THRESHOLD,
+    DISTANCE,
+    EVENTS,
+    HistorySpec,
+)
 
-EVENTS_FILE = "events.csv"
 # The two histories the detector reads, by the stream name used in its state.
-_STREAM_FILES = {
-    "collision": CollisionDetectionMonitor.history_file,
-    "distance": AttentionDistanceMonitor.history_file,
-}
+_STREAMS: dict[str, HistorySpec] = {"collision": COLLISION, "distance": DISTANCE}
 _DESCRIPTIONS = {
     "onset": "started to rise towards collision detection",
     "power_law": "entered a power-law regime",
@@ -41,12 +38,12 @@ _DESCRIPTIONS = {
 class EmergenceDetector(Callback):
     """Flag the step at which each head starts to emerge, enters a power law, turns collision head.
 
-    Reads the histories that :class:`~lit_emergence.callbacks.CollisionDetectionMonitor`
+    Receives the rows that :class:`~lit_emergence.callbacks.CollisionDetectionMonitor`
     (``RUN_DIR/emergence/collision_scores.csv``) and, for the ``pearson`` observable,
-    :class:`~lit_emergence.callbacks.AttentionDistanceMonitor`
-    (``attention_distance.csv``) write, as they grow, and runs the causal detector of
-    :mod:`lit_emergence.analysis.detection` on the new rows: events ``onset``, ``power_law``,
-    ``partial`` and ``true``, each at most once per head (definitions: ``docs/detection.md``).
+    :class:`~lit_emergence.callbacks.AttentionDistanceMonitor` (``attention_distance.csv``)
+    write, in memory as each measurement is written, and runs the causal detector of
+    :mod:`lit_emergence.detection` on them: events ``onset``, ``power_law``, ``partial`` and
+    ``true``, each at most once per head (definitions: ``docs/detection.md``).
     Each event is appended (flushed, fsynced) to ``RUN_DIR/emergence/events.csv`` (step,
     lr_integral, layer, head, event, event_step, event_lr_integral, value, detail), printed as
     one line, and logged as ``emergence/events/<event>`` (how many heads have had it) and
@@ -54,9 +51,9 @@ class EmergenceDetector(Callback):
 
     * **Callback order does not matter**: an event's ``step`` is that of the measurement that
       completed it, not of the batch at which the detector read it.
-    * **Training is never perturbed**: the detector reads CSV files; it does not touch the model,
-      the optimizer, the data or any random state.
-    * **DDP**: only global rank 0 writes the histories, so only rank 0 reads them and acts;
+    * **Training is never perturbed**: the detector reads the monitors' rows; it does not touch
+      the model, the optimizer, the data or any random state.
+    * **DDP**: only global rank 0 writes the histories, so only rank 0 receives rows and acts;
       the other ranks do nothing and no collective is needed (no rank waits on another).
     * **Resume**: the checkpoint holds the last history step consumed from each file; on
       resume the detector replays the histories up to those steps (rebuilding its state
@@ -74,7 +71,8 @@ class EmergenceDetector(Callback):
         power_law_observable: ``"score"`` or ``"pearson"``; without an
             ``AttentionDistanceMonitor``, ``"pearson"`` falls back to ``"score"`` (with a
             warning).
-        time_axis: ``"lr_integral"`` (gradient-flow time) or ``"step"``.
+        time_axis: ``"gradient_flow"`` (the ``lr_integral`` column) or ``"step"``
+            (``"lr_integral"`` is read as ``"gradient_flow"``).
         power_law_min_decades: Shortest power-law window, in decades.
         power_law_min_points: Fewest measurements in a power-law window.
         power_law_max_scatter: Largest RMS log-residual about the power law.
@@ -91,8 +89,8 @@ class EmergenceDetector(Callback):
         baseline_points: int = 3,
         onset_fraction: float = 0.25,
         noise_z: float = 4.0,
-        power_law_observable: Observable = "score",
-        time_axis: TimeAxis = "lr_integral",
+        power_law_observable: str = "score",
+        time_axis: str = "gradient_flow",
         power_law_min_decades: float = 0.5,
         power_law_min_points: int = 4,
         power_law_max_scatter: float = 0.2,
@@ -116,14 +114,15 @@ class EmergenceDetector(Callback):
         }
         # Validate now, so that a bad setting fails when the Trainer is built.
         self.settings = self._settings(
-            0.9 if true_threshold is None else true_threshold,
-            0.5 if partial_threshold is None else partial_threshold,
+            DEFAULT_TRUE_THRESHOLD if true_threshold is None else true_threshold,
+            DEFAULT_PARTIAL_THRESHOLD if partial_threshold is None else partial_threshold,
         )
         self.tracker: EmergenceTracker | None = None
         self.history: CSVHistory | None = None
-        self.consumed = dict.fromkeys(_STREAM_FILES, -1)
+        self.consumed = dict.fromkeys(_STREAMS, -1)
         self._restored: dict[str, int] | None = None
-        self._file_stamps: dict[str, tuple[int, int] | None] = dict.fromkeys(_STREAM_FILES)
+        # Rows received from the monitors and not yet fed to the tracker, by stream.
+        self._inbox: dict[str, list[Mapping[str, Any]]] = {stream: [] for stream in _STREAMS}
 
     def _settings(
         self, true_threshold: float, partial_threshold: float, **overrides: Any
@@ -136,7 +135,7 @@ class EmergenceDetector(Callback):
     @property
     def state_key(self) -> str:
         """Checkpoint key (one per events file, like the measurement callbacks)."""
-        return f"{type(self).__qualname__}[{EVENTS_FILE}]"
+        return f"{type(self).__qualname__}[{EVENTS.file}]"
 
     def state_dict(self) -> dict[str, Any]:
         """The last history step consumed from each file."""
@@ -148,7 +147,7 @@ class EmergenceDetector(Callback):
 
     # ----------------------------------------------------------------------------- hooks
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Check that a collision monitor writes the history, settle the settings."""
+        """Check that a collision monitor writes the history, settle the settings, listen."""
         # Checked on every rank, so that all ranks stop alike.
         collision = self._monitor(trainer, "collision")
         if collision is None:
@@ -158,12 +157,13 @@ class EmergenceDetector(Callback):
             )
         true_threshold = self.true_threshold
         if true_threshold is None:
-            true_threshold = getattr(collision, "true_threshold", 0.9)
+            true_threshold = getattr(collision, "true_threshold", DEFAULT_TRUE_THRESHOLD)
         partial_threshold = self.partial_threshold
         if partial_threshold is None:
-            partial_threshold = getattr(collision, "partial_threshold", 0.5)
+            partial_threshold = getattr(collision, "partial_threshold", DEFAULT_PARTIAL_THRESHOLD)
         observable = self._options["power_law_observable"]
-        if observable == "pearson" and self._monitor(trainer, "distance") is None:
+        distance = self._monitor(trainer, "distance")
+        if observable == "pearson" and distance is None:
             rank_zero_warn(
                 "EmergenceDetector: no AttentionDistanceMonitor, so the power-law test uses the "
                 "collision score instead of the Pearson r"
@@ -172,20 +172,23 @@ class EmergenceDetector(Callback):
         self.settings = self._settings(
             true_threshold, partial_threshold, power_law_observable=observable
         )
+        self._inbox = {stream: [] for stream in _STREAMS}
+        for monitor in (collision, distance):
+            if isinstance(monitor, MeasurementCallback):
+                monitor.add_listener(self._receive)
         if trainer.is_global_zero:
-            path = MeasurementCallback.run_dir(trainer) / EMERGENCE_DIR / EVENTS_FILE
+            path = EVENTS.path(MeasurementCallback.run_dir(trainer))
             self.history = CSVHistory(path, EVENT_COLUMNS)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Start over, or rebuild the state of a resumed run; then read what is there."""
+        """Start over, or rebuild the state of a resumed run; then take in what arrived."""
         # After on_fit_start, so every monitor has already cut its history back on resume.
         if not trainer.is_global_zero:
             return
         assert self.history is not None, "on_fit_start opens the events file"
         self.tracker = EmergenceTracker(self.settings)
-        self._file_stamps = dict.fromkeys(_STREAM_FILES)
         if self._restored is None:
-            self.consumed = dict.fromkeys(_STREAM_FILES, -1)
+            self.consumed = dict.fromkeys(_STREAMS, -1)
             self.history.truncate_after(-1)
         else:
             self._rebuild(trainer, self._restored)
@@ -195,7 +198,7 @@ class EmergenceDetector(Callback):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        """Process the history rows written since the last call."""
+        """Process the history rows received since the last call."""
         if trainer.is_global_zero:
             self._poll(trainer)
 
@@ -213,12 +216,15 @@ class EmergenceDetector(Callback):
     def _monitor(trainer: Trainer, stream: str) -> Callback | None:
         """The callback that writes a stream's history (matched by its history file name)."""
         for callback in trainer.callbacks:
-            if getattr(callback, "history_file", None) == _STREAM_FILES[stream]:
+            if getattr(callback, "history_file", None) == _STREAMS[stream].file:
                 return callback
         return None
 
-    def _path(self, trainer: Trainer, stream: str) -> Path:
-        return MeasurementCallback.run_dir(trainer) / EMERGENCE_DIR / _STREAM_FILES[stream]
+    def _receive(self, spec: HistorySpec, rows: list[dict[str, Any]]) -> None:
+        """A monitor wrote ``rows``: keep them until the next time the detector acts."""
+        for stream in self._streams():
+            if spec.file == _STREAMS[stream].file:
+                self._inbox[stream].extend(rows)
 
     def _feed(self, stream: str, rows: list[dict[str, str]]) -> list[EmergenceEvent]:
         assert self.tracker is not None
@@ -227,12 +233,19 @@ class EmergenceDetector(Callback):
         return self.tracker.add_distance_rows(rows)
 
     def _rebuild(self, trainer: Trainer, consumed: Mapping[str, int]) -> None:
-        """Replay the histories up to the checkpoint and cut ``events.csv`` back to match."""
+        """Replay the histories up to the checkpoint and cut ``events.csv`` back to match.
+
+        Rows written after the detector's last look (and before the checkpoint, or since the
+        resumed run started) are read from disk too, and wait for the next look as if just
+        received: the files hold everything the monitors wrote so far.
+        """
         assert self.history is not None and self.tracker is not None
-        self.consumed = {stream: consumed.get(stream, -1) for stream in _STREAM_FILES}
+        self.consumed = {stream: consumed.get(stream, -1) for stream in _STREAMS}
+        run_dir = MeasurementCallback.run_dir(trainer)
         for stream in self._streams():
-            rows = read_history_rows(self._path(trainer, stream))
+            rows = read_rows(_STREAMS[stream].path(run_dir)).rows
             self._feed(stream, [r for r in rows if int(r["step"]) <= self.consumed[stream]])
+            self._inbox[stream] = [r for r in rows if int(r["step"]) > self.consumed[stream]]
         source = {"power_law": self.settings.power_law_source}
         kept = [
             row
@@ -252,12 +265,8 @@ class EmergenceDetector(Callback):
     def _poll(self, trainer: Trainer) -> None:
         new: list[EmergenceEvent] = []
         for stream in self._streams():
-            path = self._path(trainer, stream)
-            stamp = _file_stamp(path)
-            if stamp is None or stamp == self._file_stamps[stream]:
-                continue  # nothing written since the last look
-            self._file_stamps[stream] = stamp
-            rows = [r for r in read_history_rows(path) if int(r["step"]) > self.consumed[stream]]
+            received, self._inbox[stream] = self._inbox[stream], []
+            rows = [r for r in received if int(r["step"]) > self.consumed[stream]]
             if rows:
                 self.consumed[stream] = max(int(r["step"]) for r in rows)
                 new += self._feed(stream, rows)
@@ -278,12 +287,3 @@ class EmergenceDetector(Callback):
                     f"{event.event_step} (flagged at step {event.step}): {event.detail}"
                 )
         MeasurementCallback.send_scalars(trainer, metrics, trainer.global_step)
-
-
-def _file_stamp(path: Path) -> tuple[int, int] | None:
-    """(size, modification time) of a file, None if it does not exist."""
-    try:
-        stat = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return stat.st_size, stat.st_mtime_ns

@@ -16,6 +16,7 @@ from lit_emergence.gauge import (
     gauge_imbalance,
     head_invariants,
 )
+from lit_emergence.records.schema import GAUGE, gauge_columns, head_label
 
 
 class GaugeInvariantMonitor(MeasurementCallback):
@@ -46,7 +47,7 @@ class GaugeInvariantMonitor(MeasurementCallback):
             module with ``.model.blocks`` works as is).
     """
 
-    history_file = "gauge_invariants.csv"
+    history_spec = GAUGE
 
     def __init__(
         self,
@@ -63,17 +64,7 @@ class GaugeInvariantMonitor(MeasurementCallback):
     def fieldnames(self, trainer: Trainer, pl_module: LightningModule) -> Sequence[str]:
         """History columns (the singular values: one per head dimension)."""
         head_dim = attention_modules(self._model(pl_module))[0].head_dim
-        return [
-            "step",
-            "lr_integral",
-            "layer",
-            "head",
-            *SCALAR_OBSERVABLES,
-            "qk_imbalance",
-            "ov_imbalance",
-            *(f"qk_sv{i}" for i in range(head_dim)),
-            *(f"ov_sv{i}" for i in range(head_dim)),
-        ]
+        return list(gauge_columns(SCALAR_OBSERVABLES, head_dim))
 
     def measure(
         self, trainer: Trainer, pl_module: LightningModule, probe: ProbeSet, step: int
@@ -93,7 +84,7 @@ class GaugeInvariantMonitor(MeasurementCallback):
         """Per-head scalar curves ``gauge/<observable>/L<l>H<h>``."""
         names = (*SCALAR_OBSERVABLES, "qk_imbalance", "ov_imbalance")
         metrics = {
-            f"gauge/{name}/L{row['layer']}H{row['head']}": row[name]
+            f"gauge/{name}/{head_label(row['layer'], row['head'])}": row[name]
             for row in rows
             for name in names
         }

@@ -29,6 +29,7 @@ says so once. :class:`~lit_emergence.module.LearnedSimulator` and
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping
 
 from lightning.pytorch import LightningModule
@@ -37,9 +38,45 @@ from torch import Tensor
 AttentionFn = Callable[[LightningModule, Mapping[str, Tensor]], Tensor]
 
 
-# Attention of the current step, keyed by the probe samples' ids: monitors that probe the same
-# samples at the same step (collision and attention-distance) share one forward pass.
-_CACHE_ATTRIBUTE = "_lit_emergence_attention_cache"
+class AttentionCache:
+    """Attention of the current step, shared by the monitors that probe the same samples.
+
+    The collision and attention-distance monitors measure the same probe samples after the
+    same optimizer step; the first computes the attention, the second reuses it. The cache
+    belongs to the callbacks, not to the user's module: it is keyed by the module weakly (so
+    it never keeps a model alive), holds one step per module, and keys each batch by its
+    samples' ids (the ``index`` key of the probe batch).
+    """
+
+    def __init__(self) -> None:
+        self._entries: weakref.WeakKeyDictionary[LightningModule, tuple[int, dict]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def get(
+        self,
+        pl_module: LightningModule,
+        batch: Mapping[str, Tensor],
+        step: int,
+        compute: Callable[[], Tensor],
+    ) -> Tensor:
+        """The cached attention of ``batch`` at ``step``, computing it on the first request."""
+        cached_step, entries = self._entries.get(pl_module, (None, {}))
+        if cached_step != step:
+            entries = {}
+            self._entries[pl_module] = (step, entries)
+        key = tuple(batch["index"].tolist())
+        if key not in entries:
+            entries[key] = compute()
+        return entries[key]
+
+    def clear(self, pl_module: LightningModule) -> None:
+        """Forget ``pl_module``'s attention (a new fit may reuse step numbers)."""
+        self._entries.pop(pl_module, None)
+
+
+#: The one cache the monitors share.
+SHARED_ATTENTION = AttentionCache()
 
 
 def probe_attention(
@@ -50,28 +87,15 @@ def probe_attention(
 ) -> Tensor:
     """Return (B, L, H, N, N) attention for ``batch`` through the documented protocol.
 
-    With ``step`` given and an ``index`` (sample id) key in the batch, the result is cached on
-    the module for that step, so several callbacks measuring the same samples after the same
-    optimizer step compute it once. A custom ``attention_fn`` is never cached.
+    With ``step`` given and an ``index`` (sample id) key in the batch, the result is shared
+    through :data:`SHARED_ATTENTION`, so several callbacks measuring the same samples after
+    the same optimizer step compute it once. A custom ``attention_fn`` is never cached.
     """
     if attention_fn is not None:
         return attention_fn(pl_module, batch)
     if step is None or "index" not in batch:
         return _call_protocol(pl_module, batch)
-    cached_step, cache = getattr(pl_module, _CACHE_ATTRIBUTE, (None, {}))
-    if cached_step != step:
-        cache = {}
-        object.__setattr__(pl_module, _CACHE_ATTRIBUTE, (step, cache))
-    key = tuple(batch["index"].tolist())
-    if key not in cache:
-        cache[key] = _call_protocol(pl_module, batch)
-    return cache[key]
-
-
-def clear_attention_cache(pl_module: LightningModule) -> None:
-    """Drop cached attention (a new fit may reuse step numbers with other weights)."""
-    if hasattr(pl_module, _CACHE_ATTRIBUTE):
-        object.__delattr__(pl_module, _CACHE_ATTRIBUTE)
+    return SHARED_ATTENTION.get(pl_module, batch, step, lambda: _call_protocol(pl_module, batch))
 
 
 def _call_protocol(pl_module: LightningModule, batch: Mapping[str, Tensor]) -> Tensor:

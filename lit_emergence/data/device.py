@@ -38,8 +38,8 @@ class DeviceBatchLoader:
     batch is dropped. Mirror flags (probability 1/2 when the dataset mirrors) come from a
     stream seeded by ``(seed, rank)``. Both streams continue across epochs.
 
-    A batch holds the keys of :class:`~lit_emergence.data.OneStepDataset` except ``contacts``
-    (training does not need them; the measurement callbacks use ``probe_batch``).
+    A batch holds the keys of :class:`~lit_emergence.data.dataset.OneStepDataset` except
+    ``contacts`` (training does not need them; the measurement callbacks use ``probe_batch``).
 
     Args:
         dataset: The training dataset (its arrays, normaliser, history, mirror setting).

@@ -1,7 +1,7 @@
 """Collision-detection score of attention heads, impact queries and head classes.
 
 The score of head (l, h) is the mean, over the queries that have at least one partner, of the
-attention mass that the query puts on its partners (DESIGN.md, "Metric definitions"). Who is
+attention mass that the query puts on its partners (definition in docs/metrics.md). Who is
 a partner is the caller's choice of ``pair_mask``; three variants are standard:
 
 - ``score`` (default column): ``pair_mask = neighbour_mask(positions, radii, tolerance)``,
@@ -31,6 +31,7 @@ from lit_emergence.functional._pairs import (
     scene_chunks,
     valid_pairs,
 )
+from lit_emergence.records.schema import HEAD_CLASSES
 
 __all__ = [
     "HEAD_CLASSES",
@@ -41,9 +42,6 @@ __all__ = [
     "head_class_names",
     "impact_queries",
 ]
-
-#: Names of the head classes, indexed by the codes that :func:`classify_heads` returns.
-HEAD_CLASSES: tuple[str, str, str] = ("none", "partial", "true")
 
 
 class CollisionStatistics(NamedTuple):

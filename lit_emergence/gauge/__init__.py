@@ -14,24 +14,19 @@ the heads in a block (Hashimoto, Hirono and Sannai, arXiv:2402.02362). One conce
   :func:`match_checkpoints` (Hungarian assignment on invariant features);
 * :mod:`~lit_emergence.gauge.llc`: :func:`estimate_llc_canonical`.
 
-See ``docs/gauge.md``.
+The package exports the model-level verbs and their results; the per-block building blocks
+(``heads.HeadWeights``, ``heads.read_heads``/``write_heads``, ``invariants.qk_circuit``,
+``canonical.balanced_factors``, ``transforms.random_invertible``, ...) stay importable from
+their modules. See ``docs/gauge.md``.
 """
 
-from lit_emergence.gauge.canonical import (
-    balanced_factors,
-    canonical_gauge,
-    canonical_heads,
-    gauge_imbalance,
-)
-from lit_emergence.gauge.heads import HeadWeights, attention_modules, read_heads, write_heads
+from lit_emergence.gauge.canonical import canonical_gauge, gauge_imbalance
+from lit_emergence.gauge.heads import attention_modules
 from lit_emergence.gauge.invariants import (
     SCALAR_OBSERVABLES,
     HeadInvariants,
-    effective_rank,
     feature_space_qk,
     head_invariants,
-    ov_circuit,
-    qk_circuit,
 )
 from lit_emergence.gauge.llc import estimate_llc_canonical, estimate_llc_many_canonical
 from lit_emergence.gauge.matching import (
@@ -46,9 +41,6 @@ from lit_emergence.gauge.transforms import (
     apply_gauge,
     identity_gauge,
     random_gauge,
-    random_invertible,
-    random_orthogonal,
-    transform_heads,
 )
 
 __all__ = [
@@ -56,13 +48,9 @@ __all__ = [
     "GaugeTransform",
     "HeadInvariants",
     "HeadMatching",
-    "HeadWeights",
     "apply_gauge",
     "attention_modules",
-    "balanced_factors",
     "canonical_gauge",
-    "canonical_heads",
-    "effective_rank",
     "estimate_llc_canonical",
     "estimate_llc_many_canonical",
     "feature_space_qk",
@@ -73,12 +61,5 @@ __all__ = [
     "match_checkpoints",
     "match_heads",
     "match_models",
-    "ov_circuit",
-    "qk_circuit",
     "random_gauge",
-    "random_invertible",
-    "random_orthogonal",
-    "read_heads",
-    "transform_heads",
-    "write_heads",
 ]

@@ -23,6 +23,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from lit_emergence.records.schema import WHOLE_MODEL, llc_component
+
 __all__ = [
     "Restriction",
     "attention_head_restriction",
@@ -165,8 +167,9 @@ def attention_head_restrictions(
         ``"l{layer}h{head}" -> masks`` for every block and head.
 
     """
-    restrictions: dict[str, Restriction] = {"model": None} if include_model else {}
+    restrictions: dict[str, Restriction] = {WHOLE_MODEL: None} if include_model else {}
     for layer, block in enumerate(model.blocks):
         for head in range(block.attn.n_heads):
-            restrictions[f"l{layer}h{head}"] = attention_head_restriction(model, layer, head)
+            name = llc_component(layer, head)
+            restrictions[name] = attention_head_restriction(model, layer, head)
     return restrictions

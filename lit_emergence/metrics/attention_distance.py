@@ -1,12 +1,13 @@
 """Attention-distance correlation (Pearson r) and connected correlation G(r), per head.
 
 Both metrics hold the float64 sums of
-:func:`~lit_emergence.functional.attention_distance_statistics` (reduced by ``"sum"`` across
-processes) and turn them into results with the same ``*_from_statistics`` functions as the
-functional API, so there is one implementation of the maths. They are two classes because
-they have different states (G(r) needs a grid); a :class:`ConnectedCorrelation` also carries
-the Pearson sums, and :meth:`ConnectedCorrelation.compute_pearson` returns r from them, so one
-instance serves both when the grid is wanted anyway.
+:func:`~lit_emergence.functional.attention_distance.attention_distance_statistics` (reduced by
+``"sum"`` across processes) and turn them into results with the same ``*_from_statistics``
+functions as the functional API, so there is one implementation of the maths. They are two
+classes because they have different states (G(r) needs a grid); a
+:class:`ConnectedCorrelation` also carries the Pearson sums, and
+:meth:`ConnectedCorrelation.compute_pearson` returns r from them, so one instance serves both
+when the grid is wanted anyway.
 """
 
 from __future__ import annotations

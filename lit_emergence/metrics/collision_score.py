@@ -16,8 +16,8 @@ class CollisionScore(Metric):
     """Mean attention mass that each head puts on a query's partners, per [layer, head].
 
     Accumulates the sufficient statistics of
-    :func:`~lit_emergence.functional.collision_score_statistics` (float64 sums, reduced by
-    ``"sum"`` across processes), so splitting a probe set over batches or DDP ranks gives the
+    :func:`~lit_emergence.functional.collision.collision_score_statistics` (float64 sums, reduced
+    by ``"sum"`` across processes), so splitting a probe set over batches or DDP ranks gives the
     single-call answer up to float64 round-off. One instance per variant: pass the neighbour
     mask (``score``), the contact set (``strict``) or the contact set with impact queries
     (``impact``) to :meth:`update`.

@@ -1,27 +1,73 @@
-"""The settings of one simulated data set, checked before any work is done."""
+"""The settings of one simulated data set, checked before any work is done.
+
+Also the two scalar formulas the checks need, :func:`contact_duration` (which sets the time
+step) and :func:`lattice_shape` (how many discs the start lattice holds). They live here, not in
+:mod:`~lit_emergence.physics.contact` and :mod:`~lit_emergence.physics.placement`, so that this
+module imports nothing else of the package and every other physics module can import it.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
-
-from lit_emergence.physics.contact import contact_duration
-from lit_emergence.physics.placement import lattice_shape
 
 INTEGRATORS = ("verlet", "euler")
 
 # The integrator resolves a contact only when it spans at least this many steps; between t_c/50 and
-# t_c/20 is the accurate, stable range (REFERENCE.md section 1).
+# t_c/20 is the accurate, stable range for the linear spring-dashpot (docs/physics.md).
 MIN_STEPS_PER_CONTACT = 20
 DEFAULT_STEPS_PER_CONTACT = 30
+
+
+def contact_duration(stiffness: float, effective_mass: float, restitution: float) -> float:
+    """Duration ``t_c = pi / omega_d`` of a collision under the damped linear spring.
+
+    ``omega_d = sqrt(k/m* - (c/(2 m*))^2)`` with ``c`` from
+    :func:`~lit_emergence.physics.contact.damping_coefficient`, which simplifies to
+    ``t_c = sqrt(m*/k) sqrt(pi^2 + ln(e)^2)``.
+
+    Args:
+        stiffness: Spring constant ``k``.
+        effective_mass: ``m*`` of the pair (``m_i`` for a wall).
+        restitution: ``e`` in ``(0, 1]``.
+
+    Returns:
+        The contact duration.
+
+    """
+    log_e = math.log(restitution)
+    return math.sqrt(effective_mass / stiffness) * math.sqrt(math.pi**2 + log_e**2)
+
+
+# Guards floor(width / pitch) against round-off when the box is a whole number of pitches.
+_ROUND_OFF = 1e-9
+
+
+def lattice_shape(box_width: float, box_height: float, pitch: float) -> tuple[int, int]:
+    """Columns and rows of lattice cells of at least ``pitch`` that fit in the box.
+
+    Args:
+        box_width: Width of the box.
+        box_height: Height of the box.
+        pitch: Smallest cell size (largest diameter plus the start gap).
+
+    Returns:
+        ``(columns, rows)``; their product is the number of discs that fit.
+
+    """
+    columns = math.floor(box_width / pitch + _ROUND_OFF)
+    rows = math.floor(box_height / pitch + _ROUND_OFF)
+    return max(columns, 0), max(rows, 0)
 
 
 @dataclass
 class SimulationConfig:
     """Discs in a box under gravity with linear spring-dashpot contacts.
 
-    Lengths are in units of the disc radius when ``radius=1``; the defaults are the feasibility
-    setting of DESIGN.md (16 equal discs in an 11 x 24 box, contact duration about 0.225).
+    Lengths are in units of the disc radius when ``radius=1``. The defaults (16 equal discs in an
+    11 x 24 box, soft springs with contact duration about 0.225) make contacts unambiguous, and a
+    small transformer trained on them learns collision heads (docs/physics.md).
 
     Attributes:
         num_particles: Discs per scene.

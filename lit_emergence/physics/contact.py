@@ -1,4 +1,4 @@
-"""Linear spring-dashpot contact law for discs and walls (REFERENCE.md section 1).
+"""Linear spring-dashpot contact law for discs and walls (equations in docs/physics.md).
 
 A pair ``i, j`` with overlap ``delta = R_i + R_j - |x_i - x_j| > 0`` pushes ``i`` with
 ``(k delta - c v_n) n``, ``n = (x_i - x_j)/|x_i - x_j|``, ``v_n = (v_i - v_j) . n``. A wall is a
@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from lit_emergence.physics.config import SimulationConfig
 from lit_emergence.physics.workspace import Workspace, scratch
-
-if TYPE_CHECKING:
-    from lit_emergence.physics.config import SimulationConfig
 
 # Floor of squared pair distances: far below the round-off of any real distance, even in float32
 # (1e-30 against ~1e-7 of a unit distance), yet keeps 1/distance finite for coincident discs.
@@ -52,25 +49,6 @@ def damping_coefficient(
     log_e = math.log(restitution)
     factor = -2.0 * log_e * math.sqrt(stiffness) / math.sqrt(math.pi**2 + log_e**2)
     return factor * effective_mass**0.5
-
-
-def contact_duration(stiffness: float, effective_mass: float, restitution: float) -> float:
-    """Duration ``t_c = pi / omega_d`` of a collision under the damped linear spring.
-
-    ``omega_d = sqrt(k/m* - (c/(2 m*))^2)`` with ``c`` from :func:`damping_coefficient`, which
-    simplifies to ``t_c = sqrt(m*/k) sqrt(pi^2 + ln(e)^2)``.
-
-    Args:
-        stiffness: Spring constant ``k``.
-        effective_mass: ``m*`` of the pair (``m_i`` for a wall).
-        restitution: ``e`` in ``(0, 1]``.
-
-    Returns:
-        The contact duration.
-
-    """
-    log_e = math.log(restitution)
-    return math.sqrt(effective_mass / stiffness) * math.sqrt(math.pi**2 + log_e**2)
 
 
 @dataclass

@@ -8,34 +8,10 @@ the cells and shifts each disc by at most ``gap/4`` per coordinate. Two discs ar
 
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING
-
 import torch
 
-if TYPE_CHECKING:
-    from lit_emergence.physics.config import SimulationConfig
-    from lit_emergence.physics.simulator import ParticleState
-
-# Guards floor(width / pitch) against round-off when the box is a whole number of pitches.
-_ROUND_OFF = 1e-9
-
-
-def lattice_shape(box_width: float, box_height: float, pitch: float) -> tuple[int, int]:
-    """Columns and rows of lattice cells of at least ``pitch`` that fit in the box.
-
-    Args:
-        box_width: Width of the box.
-        box_height: Height of the box.
-        pitch: Smallest cell size (largest diameter plus the start gap).
-
-    Returns:
-        ``(columns, rows)``; their product is the number of discs that fit.
-
-    """
-    columns = math.floor(box_width / pitch + _ROUND_OFF)
-    rows = math.floor(box_height / pitch + _ROUND_OFF)
-    return max(columns, 0), max(rows, 0)
+from lit_emergence.physics.config import SimulationConfig, lattice_shape
+from lit_emergence.physics.state import ParticleState
 
 
 def initial_state(
@@ -60,15 +36,13 @@ def initial_state(
         dtype: Floating dtype of the returned tensors.
 
     Returns:
-        A :class:`~lit_emergence.physics.simulator.ParticleState` with positions and velocities
+        A :class:`~lit_emergence.physics.state.ParticleState` with positions and velocities
         ``(B, N, 2)``, radii and masses ``(B, N)``.
 
     Raises:
         ValueError: If the config is invalid or ``batch_size < 1``.
 
     """
-    from lit_emergence.physics.simulator import ParticleState
-
     config.validate()
     if batch_size < 1:
         raise ValueError(f"initial_state: batch_size={batch_size} must be >= 1")

@@ -1,7 +1,7 @@
 """Batched time integration of the disc system, trajectories with contacts and energy.
 
 Two integrators, both with one force evaluation per step at the new positions (the acceleration
-is carried in :class:`ParticleState` to the next step):
+is carried in :class:`~lit_emergence.physics.state.ParticleState` to the next step):
 
 - velocity Verlet (default)::
 
@@ -46,31 +46,11 @@ from lit_emergence.physics.contact import (
 )
 from lit_emergence.physics.fused import fused_available, simulate_fused
 from lit_emergence.physics.placement import initial_state
+from lit_emergence.physics.state import ParticleState
 from lit_emergence.physics.workspace import Workspace, scratch
 
 BACKENDS = ("auto", "torch", "fused")
 """Values of ``simulate(backend=...)``."""
-
-
-@dataclass
-class ParticleState:
-    """Discs of a batch of scenes at one instant.
-
-    Attributes:
-        positions: ``(B, N, 2)`` disc centres.
-        velocities: ``(B, N, 2)``.
-        radii: ``(B, N)``.
-        masses: ``(B, N)``.
-        accelerations: ``(B, N, 2)`` acceleration at these positions as the integrator evaluated
-            it, or ``None`` (then :func:`step` evaluates it from positions and velocities).
-
-    """
-
-    positions: Tensor
-    velocities: Tensor
-    radii: Tensor
-    masses: Tensor
-    accelerations: Tensor | None = None
 
 
 @dataclass

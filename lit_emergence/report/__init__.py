@@ -1,12 +1,13 @@
 """The reproduction report: the paper's figures and the exponent table from run directories.
 
 ``lit-emergence report RUN_DIR [RUN_DIR ...]`` (see ``docs/report.md``) or, from Python,
-:func:`build_report`. One concept per module:
+:func:`build_report`. Run directories are read through :mod:`lit_emergence.records`. One
+concept per module:
 
-* :mod:`~lit_emergence.report.runs` — reading run directories (:func:`load_run`);
+* :mod:`~lit_emergence.report.checkpoint` — a run's checkpoint, loaded once per report;
 * :mod:`~lit_emergence.report.heads` — every head at the end of training, example heads;
 * :mod:`~lit_emergence.report.fits` — power-law fits per head and observable (the exponent
-  table), through :mod:`lit_emergence.analysis.dynamics`;
+  table), through :mod:`lit_emergence.dynamics`;
 * :mod:`~lit_emergence.report.attention` — a checkpoint's attention on free-fall and settled
   samples (Figure 3's only need for a model);
 * :mod:`~lit_emergence.report.alignment` — the heads of several runs lined up with the first
@@ -20,30 +21,19 @@
 * :mod:`~lit_emergence.report.cli` — the command line.
 """
 
-from lit_emergence.report.alignment import AlignedRun, Alignment, align_runs
+from lit_emergence.report.alignment import Alignment, align_runs
 from lit_emergence.report.build import DEFAULT_OBSERVABLES, ReportResult, build_report
-from lit_emergence.report.errors import NotARunError, Problem, Unavailable
-from lit_emergence.report.fits import OBSERVABLES, HeadFit, Observable, fit_head
+from lit_emergence.report.fits import HeadFit, fit_head
 from lit_emergence.report.heads import HeadSummary, summarize_heads
-from lit_emergence.report.runs import History, Run, load_run
 
 __all__ = [
     "DEFAULT_OBSERVABLES",
-    "OBSERVABLES",
-    "AlignedRun",
     "Alignment",
     "HeadFit",
     "HeadSummary",
-    "History",
-    "NotARunError",
-    "Observable",
-    "Problem",
     "ReportResult",
-    "Run",
-    "Unavailable",
     "align_runs",
     "build_report",
     "fit_head",
-    "load_run",
     "summarize_heads",
 ]

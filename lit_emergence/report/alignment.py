@@ -16,7 +16,7 @@ exactly, as the mean over every pair of heads in a block, which is what a unifor
 one-to-one pairing gives on average (each pair is equally likely).
 
 Runs whose models differ in shape (blocks, heads, width) cannot be matched; they are listed as
-:class:`~lit_emergence.report.errors.Problem` and left out.
+:class:`~lit_emergence.records.errors.Problem` and left out.
 """
 
 from __future__ import annotations
@@ -31,9 +31,11 @@ import numpy as np
 from torch import nn
 
 from lit_emergence.gauge import attention_modules, head_features, match_heads
-from lit_emergence.report.errors import Problem, Unavailable
+from lit_emergence.records.errors import Problem, Unavailable
+from lit_emergence.records.run import Run
+from lit_emergence.records.schema import head_label
+from lit_emergence.report.checkpoint import CheckpointCache
 from lit_emergence.report.heads import HeadSummary
-from lit_emergence.report.runs import Run, head_label, load_module
 from lit_emergence.report.tables import markdown_table, number, write_csv
 
 #: The ``item`` of every :class:`Problem` the alignment records.
@@ -240,7 +242,9 @@ def _final_by_head(
 
 
 def align_runs(
-    runs: Sequence[Run], summaries: Mapping[str, Sequence[HeadSummary]]
+    runs: Sequence[Run],
+    summaries: Mapping[str, Sequence[HeadSummary]],
+    checkpoints: CheckpointCache | None = None,
 ) -> tuple[Alignment | None, list[Problem]]:
     """Match every run's heads to the reference run's, from their checkpoints.
 
@@ -248,16 +252,19 @@ def align_runs(
         runs: The runs, the intended reference first (the first whose checkpoint loads is
             used).
         summaries: Run name -> its heads' final values (scores and classes for the tables).
+        checkpoints: The report's checkpoints, shared with Figure 3 (default: a fresh cache,
+            i.e. every checkpoint is read here).
 
     Returns:
         ``(alignment, problems)``: the :class:`Alignment` of the runs that could be aligned
         (``None`` when fewer than two could), and why the others could not.
     """
+    checkpoints = CheckpointCache() if checkpoints is None else checkpoints
     problems: list[Problem] = []
     loaded: list[tuple[Run, ModelShape, Any]] = []
     for run in runs:
         try:
-            module = load_module(run)
+            module = checkpoints.get(run).module
         except Unavailable as reason:
             problems.append(Problem(run.name, ALIGNMENT_ITEM, f"not aligned: {reason}"))
             continue

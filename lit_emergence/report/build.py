@@ -17,7 +17,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from lit_emergence.analysis.dynamics import TimeAxis
+from lit_emergence.dynamics import TimeAxis
+from lit_emergence.records.errors import NotARunError, Problem, Unavailable
+from lit_emergence.records.run import Run, load_run
+from lit_emergence.records.schema import OBSERVABLE_BY_NAME, WHOLE_MODEL, head_label, llc_component
 from lit_emergence.report import figures
 from lit_emergence.report.alignment import (
     ALIGNMENT_ITEM,
@@ -28,10 +31,10 @@ from lit_emergence.report.alignment import (
     write_alignment,
 )
 from lit_emergence.report.attention import attention_snapshot
+from lit_emergence.report.checkpoint import CheckpointCache
 from lit_emergence.report.document import write_document
-from lit_emergence.report.errors import NotARunError, Problem, Unavailable
 from lit_emergence.report.events import EVENT_TABLE_COLUMNS, RunEvents, run_events
-from lit_emergence.report.fits import EXPONENT_COLUMNS, OBSERVABLE_BY_NAME, HeadFit, fit_head
+from lit_emergence.report.fits import EXPONENT_COLUMNS, HeadFit, fit_head
 from lit_emergence.report.heads import (
     HeadSummary,
     best_heads,
@@ -39,7 +42,6 @@ from lit_emergence.report.heads import (
     example_heads,
     summarize_heads,
 )
-from lit_emergence.report.runs import Run, head_label, llc_component, load_run
 from lit_emergence.report.tables import HEAD_COLUMNS, head_records, write_tables
 
 #: Observables fitted by default (``pearson`` can be added; see :mod:`.fits`).
@@ -132,6 +134,9 @@ class _RunReporter:
         observables: Sequence[str],
         n_bootstrap: int,
         quiet: bool | None,
+        checkpoints: CheckpointCache,
+        rebuild_probe: bool,
+        warn: Callable[[str], None],
     ) -> None:
         self.run = run
         self.out_dir = out_dir
@@ -139,6 +144,9 @@ class _RunReporter:
         self.observables = [OBSERVABLE_BY_NAME[name] for name in observables]
         self.n_bootstrap = n_bootstrap
         self.quiet = quiet
+        self.checkpoints = checkpoints
+        self.rebuild_probe = rebuild_probe
+        self.warn = warn
         self.problems: list[Problem] = list(run.problems)
         self.figures: list[tuple[str, Path]] = []
         self.summaries = summarize_heads(run)
@@ -221,8 +229,8 @@ class _RunReporter:
             collision.for_head(layer, head) if collision is not None else None,
             distance.for_head(layer, head) if distance is not None else None,
             llc.for_component(llc_component(layer, head)) if llc is not None else None,
-            llc.for_component("model") if llc is not None else None,
-            self.time_axis,
+            llc.for_component(WHOLE_MODEL) if llc is not None else None,
+            figures.TIME_LABELS[self.time_axis],
             self.run.thresholds,
             self.events.for_head(layer, head, self.time_axis) if self.events else (),
         )
@@ -235,7 +243,9 @@ class _RunReporter:
                 self.note("Figure 3", f"no {head_class} head to show")
 
         def draw() -> Any:
-            snapshot = attention_snapshot(self.run)
+            snapshot = attention_snapshot(
+                self.run, self.checkpoints, rebuild_probe=self.rebuild_probe, warn=self.warn
+            )
             simulation = self.run.simulation
             return figures.figure3(
                 self.run.name, snapshot, examples, (simulation.box_width, simulation.box_height)
@@ -248,7 +258,10 @@ class _RunReporter:
 
         def draw() -> Any:
             return figures.llc_curves(
-                self.run.name, self.run.history("llc"), self.summaries, self.time_axis
+                self.run.name,
+                self.run.history("llc"),
+                self.summaries,
+                figures.TIME_LABELS[self.time_axis],
             )
 
         self.save(f"LLC curves — {self.run.name}", f"llc_curves_{self.run.name}.png", draw)
@@ -265,6 +278,7 @@ def build_report(
     figure1_heads: int = 1,
     quiet: bool | None = None,
     warn: Callable[[str], None] | None = None,
+    rebuild_probe: bool = False,
 ) -> ReportResult:
     """Write the report of one or several runs into ``out_dir``.
 
@@ -280,8 +294,12 @@ def build_report(
         figure1_heads: Figure 1 for this many of each run's best heads.
         quiet: ``True`` hides the progress bars, ``False`` shows them, ``None`` shows them on
             a terminal only.
-        warn: Called with each problem (and each skipped path) as it is found (default:
-            nothing; every problem is also in the result and in ``report.md``).
+        warn: Called with each problem (and each skipped path) as it is found, and when a
+            run's data is re-simulated (default: nothing; every problem is also in the result
+            and in ``report.md``).
+        rebuild_probe: For a run whose saved probe set is missing, re-simulate its data from
+            ``config.yaml`` to draw Figure 3 (off: that run's Figure 3 is not drawn and the
+            reason says to pass ``--rebuild-probe``).
 
     Returns:
         The :class:`ReportResult`.
@@ -297,6 +315,7 @@ def build_report(
         raise ValueError(f"unknown observables {unknown}; choose from {sorted(OBSERVABLE_BY_NAME)}")
     warn = warn or (lambda message: None)
     runs, skipped = load_runs(run_dirs)
+    runs = [run.on(time_axis) for run in runs]  # every history's `t` on the chosen axis
     if not runs:
         raise NotARunError("; ".join(p.reason for p in skipped) or "no run directory given")
     for problem in skipped:
@@ -309,9 +328,21 @@ def build_report(
     exponent_rows: list[dict[str, Any]] = []
     event_rows: list[dict[str, Any]] = []
     counts: list[tuple[str, dict[str, list[int]]]] = []
+    # One load per checkpoint for Figure 3 and the alignment together.
+    checkpoints = CheckpointCache()
 
     for run in tqdm(runs, desc="runs", unit="run", disable=quiet):
-        reporter = _RunReporter(run, out, time_axis, observables, n_bootstrap, quiet)
+        reporter = _RunReporter(
+            run,
+            out,
+            time_axis,
+            observables,
+            n_bootstrap,
+            quiet,
+            checkpoints,
+            rebuild_probe,
+            warn,
+        )
         missing_head = _never_developed(run, reporter.summaries)
         if missing_head is not None:
             reporter.problems.append(missing_head)
@@ -346,7 +377,9 @@ def build_report(
     if not checkpoint:
         result.problems.append(Problem("", "Figure 3", "skipped (--no-checkpoint)"))
     _cross_run_figures(runs, counts, out, time_axis, result)
-    alignment_section = _align_heads(runs, summaries_by_run, checkpoint, out, result)
+    alignment_section = _align_heads(
+        runs, summaries_by_run, checkpoints if checkpoint else None, out, result
+    )
     for problem in result.problems[already_warned:]:
         warn(str(problem))
     result.figures.sort(key=lambda item: _reading_order(item[0]))
@@ -397,7 +430,7 @@ def _cross_run_figures(
         (
             "Figure 2 — collision scores of every head over training",
             "figure2_score_histogram.png",
-            lambda: figures.figure2(histories, time_axis, runs[0].thresholds),
+            lambda: figures.figure2(histories, figures.TIME_LABELS[time_axis], runs[0].thresholds),
         ),
         (
             "Figure 5 — true and partial heads per block",
@@ -418,21 +451,28 @@ def _cross_run_figures(
 def _align_heads(
     runs: Sequence[Run],
     summaries: dict[str, list[HeadSummary]],
-    use_checkpoints: bool,
+    checkpoints: CheckpointCache | None,
     out: Path,
     result: ReportResult,
 ) -> str:
     """Line up the heads of several runs with the first run's; write its tables and figure.
+
+    Args:
+        runs: The runs, the reference first.
+        summaries: Run name -> its heads' final values.
+        checkpoints: The report's checkpoints, or ``None`` with ``--no-checkpoint``.
+        out: The report directory.
+        result: Where the alignment, its tables, files, figure and problems go.
 
     Returns:
         The body of ``report.md``'s alignment section.
     """
     if len(runs) < 2:
         return "One run: there is nothing to line up.\n"
-    if not use_checkpoints:
+    if checkpoints is None:
         result.problems.append(Problem("", ALIGNMENT_ITEM, "skipped (--no-checkpoint)"))
         return "Not computed: it needs the runs' checkpoints (see below).\n"
-    alignment, problems = align_runs(runs, summaries)
+    alignment, problems = align_runs(runs, summaries, checkpoints)
     result.problems.extend(problems)
     if alignment is None:
         return "Not computed (see below).\n"

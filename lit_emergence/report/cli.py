@@ -17,9 +17,9 @@ from typing import NoReturn
 
 from tqdm.auto import tqdm
 
+from lit_emergence.records.errors import NotARunError, Unavailable
+from lit_emergence.records.schema import OBSERVABLE_BY_NAME
 from lit_emergence.report.build import DEFAULT_OBSERVABLES, build_report
-from lit_emergence.report.errors import NotARunError, Unavailable
-from lit_emergence.report.fits import OBSERVABLE_BY_NAME
 
 PROGRAM = "lit-emergence report"
 
@@ -106,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
         "from a checkpoint)",
     )
     parser.add_argument(
+        "--rebuild-probe",
+        action="store_true",
+        help="for Figure 3 of a run whose saved probe set (emergence/probe_collision_scores.pt) "
+        "is missing, re-simulate the run's data from config.yaml and draw the samples from it "
+        "(default: no Figure 3 for that run)",
+    )
+    parser.add_argument(
         "--wandb",
         choices=("disabled", "offline", "online"),
         default="disabled",
@@ -140,6 +147,7 @@ def main(argv: list[str]) -> int:
             figure1_heads=args.figure1_heads,
             quiet=True if args.quiet else None,
             warn=_warn,
+            rebuild_probe=args.rebuild_probe,
         )
     except NotARunError as error:
         _error(f"no usable run: {error}")

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lit_emergence.analysis.dynamics import TimeAxis
-from lit_emergence.report.errors import Problem
+from lit_emergence.dynamics import TimeAxis
+from lit_emergence.records.errors import Problem
 from lit_emergence.report.figures import TIME_LABELS
 from lit_emergence.report.fits import AICC_TIE
 from lit_emergence.report.tables import (

@@ -3,7 +3,7 @@
 A run trained with :class:`~lit_emergence.callbacks.EmergenceDetector` has
 ``emergence/events.csv``; for any other run the same detector is replayed over the collision
 (and attention-distance) histories with the run's thresholds
-(:func:`lit_emergence.analysis.detection.detect_events`, which gives the events a live detector
+(:func:`lit_emergence.detection.detect_events`, which gives the events a live detector
 would have flagged). The report marks them in Figure 1 and lists them in ``events.csv``.
 """
 
@@ -12,19 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lit_emergence.analysis.detection import (
+from lit_emergence.detection import (
     EVENT_COLUMNS,
     DetectionSettings,
     EmergenceEvent,
     detect_events,
     read_events,
-    read_history_rows,
 )
-from lit_emergence.analysis.dynamics import TimeAxis
-from lit_emergence.callbacks.base import EMERGENCE_DIR
-from lit_emergence.report.runs import Run
+from lit_emergence.dynamics import TimeAxis
+from lit_emergence.records.csv import read_rows
+from lit_emergence.records.run import Run
 
-EVENTS_FILE = "events.csv"
 #: Columns of the report's ``events.csv``.
 EVENT_TABLE_COLUMNS: tuple[str, ...] = ("run", "source", *EVENT_COLUMNS)
 
@@ -65,15 +63,14 @@ def run_events(run: Run) -> RunEvents:
     Raises:
         Unavailable: Without ``events.csv`` and without a collision history to replay.
     """
-    recorded = run.path / EMERGENCE_DIR / EVENTS_FILE
-    if recorded.is_file():
-        return RunEvents(run.name, tuple(read_events(recorded)), "recorded")
+    if run.events_path.is_file():
+        return RunEvents(run.name, tuple(read_events(run.events_path)), "recorded")
     collision = run.history("collision")
     distance = run.histories.get("distance")
     true_threshold, partial_threshold = run.thresholds
     events = detect_events(
-        read_history_rows(collision.path),
-        read_history_rows(distance.path) if distance is not None else None,
+        read_rows(collision.path).rows,
+        read_rows(distance.path).rows if distance is not None else None,
         DetectionSettings(true_threshold=true_threshold, partial_threshold=partial_threshold),
     )
     return RunEvents(run.name, tuple(events), "replayed")

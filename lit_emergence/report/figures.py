@@ -4,7 +4,7 @@
   (raw and on log-log axes with the fitted regimes) and the head's LLC (the paper's Figure 1);
 * :func:`figure2` — every head's collision score over training, all runs, as a 2-D histogram;
 * :func:`figure3` — attention drawn on particles for a true, a partial and a non-collision
-  head, in free fall and settled (reuses :func:`lit_emergence.analysis.attention_panels`);
+  head, in free fall and settled (reuses :func:`lit_emergence.plotting.attention_panels`);
 * :func:`figure5` — true and partial heads per block, per run;
 * :func:`alignment_scores` — final collision scores of the heads lined up across runs by the
   gauge-invariant matching, beside the same runs lined up by head index;
@@ -30,14 +30,15 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from lit_emergence.analysis.dynamics import ModelFit, TimeAxis
-from lit_emergence.analysis.figures import AttentionPanel, attention_panels
+from lit_emergence.dynamics import ModelFit
+from lit_emergence.plotting import AttentionPanel, attention_panels
+from lit_emergence.records.errors import Unavailable
+from lit_emergence.records.run import History
+from lit_emergence.records.schema import HEAD_CLASSES, WHOLE_MODEL, head_label, llc_component
 from lit_emergence.report.alignment import Alignment
 from lit_emergence.report.attention import STATES, AttentionSnapshot
-from lit_emergence.report.errors import Unavailable
 from lit_emergence.report.fits import HeadFit
-from lit_emergence.report.heads import HEAD_CLASSES, HeadSummary
-from lit_emergence.report.runs import History, head_label, llc_component
+from lit_emergence.report.heads import HeadSummary
 from lit_emergence.report.tables import number
 
 TIME_LABELS: dict[str, str] = {
@@ -158,13 +159,12 @@ def _score_panel(
     ax: Axes,
     scores: History | None,
     head_fit: HeadFit | None,
-    time_axis: TimeAxis,
     thresholds: tuple[float, float],
 ) -> None:
     if scores is None or not len(scores):
         _empty(ax, "no collision history")
         return
-    t = scores.time(time_axis)
+    t = scores.t
     for column, label in (
         ("score", "score (radius-based)"),
         ("strict", "strict (contacts)"),
@@ -193,13 +193,12 @@ def _distance_panels(
     ax_loglog: Axes,
     distances: History | None,
     head_fit: HeadFit | None,
-    time_axis: TimeAxis,
 ) -> None:
     if distances is None or not len(distances):
         _empty(ax_raw, "no attention-distance history")
         _empty(ax_loglog, "no attention-distance history")
         return
-    tt, g = _positive(distances.time(time_axis), distances.floats("g_contact"))
+    tt, g = _positive(distances.t, distances.floats("g_contact"))
     if not tt.size:
         _empty(ax_raw, "no G(contact) at t > 0")
         return
@@ -230,12 +229,11 @@ def _llc_panel(
     label: str,
     llc_head: History | None,
     llc_model: History | None,
-    time_axis: TimeAxis,
 ) -> None:
     drawn = False
     if llc_head is not None and len(llc_head):
         tt, mean, std = _positive(
-            llc_head.time(time_axis), llc_head.floats("llc_mean"), llc_head.floats("llc_std")
+            llc_head.t, llc_head.floats("llc_mean"), llc_head.floats("llc_std")
         )
         if tt.size:
             ax.errorbar(
@@ -244,7 +242,7 @@ def _llc_panel(
             drawn = True
     ax.set_ylabel(f"LLC of {label} (weight-refined)")
     if llc_model is not None and len(llc_model):
-        tt, mean = _positive(llc_model.time(time_axis), llc_model.floats("llc_mean"))
+        tt, mean = _positive(llc_model.t, llc_model.floats("llc_mean"))
         if tt.size:
             # The whole model's LLC is an order of magnitude larger: its own axis.
             twin = ax.twinx()
@@ -265,7 +263,7 @@ def figure1(
     distances: History | None,
     llc_head: History | None,
     llc_model: History | None,
-    time_axis: TimeAxis,
+    time_label: str,
     thresholds: tuple[float, float],
     events: Sequence[tuple[float, str]] = (),
 ) -> Figure:
@@ -279,7 +277,7 @@ def figure1(
         distances: The head's rows of the attention-distance history.
         llc_head: The head's rows of the LLC history.
         llc_model: The whole model's rows of the LLC history.
-        time_axis: ``"gradient_flow"`` or ``"step"``.
+        time_label: Label of the time axis (the histories' ``t`` is on it).
         thresholds: ``(true, partial)`` score thresholds, drawn as lines.
         events: ``(time, label)`` markers (emergence detections), drawn as vertical lines.
 
@@ -294,13 +292,13 @@ def figure1(
         raise Unavailable(f"no collision or distance history for {summary.label}")
     fig, axes = plt.subplots(4, 1, figsize=(7.5, 12.0), dpi=110, sharex=True)
     ax_score, ax_raw, ax_loglog, ax_llc = axes
-    _score_panel(ax_score, scores, fits.get("score"), time_axis, thresholds)
+    _score_panel(ax_score, scores, fits.get("score"), thresholds)
     ax_score.set_ylabel("collision-detection score")
     ax_score.set_ylim(0.0, 1.02)
     ax_score.set_title(
         "(a) collision detection emerges: growth fit over the shaded window", fontsize=9
     )
-    _distance_panels(ax_raw, ax_loglog, distances, fits.get("g_contact"), time_axis)
+    _distance_panels(ax_raw, ax_loglog, distances, fits.get("g_contact"))
     ax_raw.set_ylabel("G(contact)")
     ax_raw.set_title(
         "(b) attention-distance correlation at contact distance, G(contact)", fontsize=9
@@ -309,12 +307,12 @@ def figure1(
     ax_loglog.set_title(
         "(c) its approach to the asymptote on log-log axes, fitted regimes", fontsize=9
     )
-    _llc_panel(ax_llc, summary.label, llc_head, llc_model, time_axis)
+    _llc_panel(ax_llc, summary.label, llc_head, llc_model)
     ax_llc.set_title("(d) local learning coefficient", fontsize=9)
     for ax in axes:
         _log_time_axis(ax)
         _events(ax, events, labelled=ax is ax_score)
-    ax_llc.set_xlabel(TIME_LABELS[time_axis])
+    ax_llc.set_xlabel(time_label)
     fig.suptitle(
         f"{run_name}: head {summary.label} ({summary.head_class or 'unclassified'}, "
         f"final score {summary.score:.2f})",
@@ -337,7 +335,7 @@ def _log_edges(times: np.ndarray) -> np.ndarray:
 
 def figure2(
     histories: Sequence[tuple[str, History]],
-    time_axis: TimeAxis,
+    time_label: str,
     thresholds: tuple[float, float] | None = None,
     score_bins: int = 50,
 ) -> Figure:
@@ -349,7 +347,7 @@ def figure2(
 
     Args:
         histories: ``(run name, collision history)`` of every run.
-        time_axis: ``"gradient_flow"`` or ``"step"``.
+        time_label: Label of the time axis (the histories' ``t`` is on it).
         thresholds: ``(true, partial)`` thresholds, drawn as dotted lines.
         score_bins: Bins of the score axis.
 
@@ -361,7 +359,7 @@ def figure2(
     """
     times, scores = [], []
     for _, history in histories:
-        t, score = _positive(history.time(time_axis), history.floats("score"))
+        t, score = _positive(history.t, history.floats("score"))
         times.append(t)
         scores.append(score)
     t = np.concatenate(times) if times else np.empty(0)
@@ -387,7 +385,7 @@ def figure2(
     _log_time_axis(ax)
     ax.grid(False, which="both")  # the bins are the grid
     ax.set_ylim(0.0, 1.0)
-    ax.set_xlabel(TIME_LABELS[time_axis])
+    ax.set_xlabel(time_label)
     ax.set_ylabel("collision-detection score")
     heads = sum(
         len(set(zip(h.columns["layer"], h.columns["head"], strict=True))) for _, h in histories
@@ -424,7 +422,7 @@ def figure3(
         Unavailable: If no example head exists.
     """
     panels = []
-    for head_class in HEAD_CLASSES:
+    for head_class in reversed(HEAD_CLASSES):  # strongest first
         summary = examples.get(head_class)
         if summary is None:
             continue
@@ -581,7 +579,7 @@ def alignment_scores(alignment: Alignment, thresholds: tuple[float, float]) -> F
 
 
 def llc_curves(
-    run_name: str, llc: History, summaries: Sequence[HeadSummary], time_axis: TimeAxis
+    run_name: str, llc: History, summaries: Sequence[HeadSummary], time_label: str
 ) -> Figure:
     """The whole model's and every head's weight-refined LLC over training.
 
@@ -589,7 +587,7 @@ def llc_curves(
         run_name: Run name (title).
         llc: The run's LLC history.
         summaries: Final values of every head (for the class and the label).
-        time_axis: ``"gradient_flow"`` or ``"step"``.
+        time_label: Label of the time axis (the histories' ``t`` is on it).
 
     Returns:
         The figure: the whole model (left), every head coloured by its final class (right).
@@ -598,10 +596,8 @@ def llc_curves(
         Unavailable: If the history has no row at t > 0.
     """
     fig, (ax_model, ax_heads) = plt.subplots(1, 2, figsize=(11.0, 4.4), dpi=110, sharex=True)
-    model = llc.for_component("model")
-    tt, mean, std = _positive(
-        model.time(time_axis), model.floats("llc_mean"), model.floats("llc_std")
-    )
+    model = llc.for_component(WHOLE_MODEL)
+    tt, mean, std = _positive(model.t, model.floats("llc_mean"), model.floats("llc_std"))
     drawn = tt.size
     if tt.size:
         ax_model.errorbar(tt, mean, yerr=std, fmt="-s", color="black", capsize=2, markersize=4)
@@ -611,7 +607,7 @@ def llc_curves(
     # Non-collision heads first, so the collision heads are drawn on top of them.
     for summary in sorted(summaries, key=lambda s: (s.head_class != "none", s.score)):
         rows = llc.for_component(llc_component(summary.layer, summary.head))
-        tt, mean = _positive(rows.time(time_axis), rows.floats("llc_mean"))
+        tt, mean = _positive(rows.t, rows.floats("llc_mean"))
         if not tt.size:
             continue
         drawn += tt.size
@@ -645,7 +641,7 @@ def llc_curves(
     ax_heads.set_title("every head, coloured by its final class", fontsize=9)
     for ax in (ax_model, ax_heads):
         _log_time_axis(ax)
-        ax.set_xlabel(TIME_LABELS[time_axis])
+        ax.set_xlabel(time_label)
     fig.suptitle(f"{run_name}: local learning coefficient", fontsize=10)
     fig.tight_layout()
     return fig

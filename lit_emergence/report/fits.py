@@ -12,8 +12,8 @@ Which trajectories are fitted (``docs/report.md`` gives the reasoning):
 Only a decay exponent has the effective-potential reading (``a = 2 + 1/alpha``,
 ``rho = (1 + alpha)/(1 + 2 alpha)``, for ``alpha > 0``); growth rows leave those columns empty.
 
-Every fit comes from :mod:`lit_emergence.analysis.dynamics`. The window is the one
-:func:`~lit_emergence.analysis.dynamics.detect_window` finds; where it finds none (common on
+Every fit comes from :mod:`lit_emergence.dynamics`. The window is the one
+:func:`~lit_emergence.dynamics.detect_window` finds; where it finds none (common on
 sparse histories: it needs about five points per 0.3 decades), the fallback is stated in the
 ``window_source`` column: the first point that has covered half of the total change splits the
 trajectory, a growth is fitted from the start up to it (the rise, before saturation bends it)
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from lit_emergence.analysis.dynamics import (
+from lit_emergence.dynamics import (
     BrokenPowerLawFit,
     FitError,
     Kind,
@@ -41,45 +41,21 @@ from lit_emergence.analysis.dynamics import (
     compare_models,
     detect_window,
     fit_model,
+    with_uncertainty,
 )
-from lit_emergence.report.errors import Unavailable
-from lit_emergence.report.runs import Run
+from lit_emergence.records.errors import Unavailable
+from lit_emergence.records.run import Run
+from lit_emergence.records.schema import Observable
 
 #: Delta AICc below which the power law counts as tied with the preferred model (as
 #: docs/dynamics.md reads a breakpoint or logistic against a single power law).
 AICC_TIE = 4.0
 # Points the smallest fit needs: a power law with a fitted offset has three parameters, and
-# analysis.dynamics asks for three points more than parameters.
+# lit_emergence.dynamics asks for three points more than parameters.
 MIN_FIT_POINTS = 6
 # What a fit may raise: FitError (numerical failures included) or ValueError (bad arguments).
 _FIT_FAILURES = (FitError, ValueError)
 
-
-@dataclass(frozen=True)
-class Observable:
-    """A per-head trajectory that is fitted.
-
-    Attributes:
-        name: Short name (the ``observable`` column of the table).
-        history: Which history holds it (``"collision"`` or ``"distance"``).
-        column: Its column there.
-        kind: ``"growth"`` or ``"decay"``.
-        label: Axis label.
-    """
-
-    name: str
-    history: str
-    column: str
-    kind: Kind
-    label: str
-
-
-OBSERVABLES: tuple[Observable, ...] = (
-    Observable("score", "collision", "score", "growth", "collision-detection score"),
-    Observable("g_contact", "distance", "g_contact", "decay", "G(contact)"),
-    Observable("pearson", "distance", "pearson", "decay", "Pearson r(attention, distance)"),
-)
-OBSERVABLE_BY_NAME = {observable.name: observable for observable in OBSERVABLES}
 
 #: Columns of ``exponents.csv``, in order.
 EXPONENT_COLUMNS: tuple[str, ...] = (
@@ -296,9 +272,10 @@ def fit_trajectory(
         result["comparison"] = _compare(t, y, kind, window, notes)
         for key, model in (("power_law", "power_law"), ("broken", "broken_power_law")):
             try:
-                result[key] = fit_model(
-                    model, t, y, kind, window=window, n_bootstrap=n_bootstrap, seed=seed
-                )
+                fit = fit_model(model, t, y, kind, window=window)
+                if n_bootstrap > 0:
+                    fit = with_uncertainty(fit, n_bootstrap, seed=seed)
+                result[key] = fit
             except _FIT_FAILURES as error:
                 notes.append(_reason(model, error))
     result["notes"] = tuple(notes)

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lit_emergence.report.errors import Unavailable
-from lit_emergence.report.runs import History, Run, head_label, llc_component
-
-HEAD_CLASSES = ("true", "partial", "none")
+from lit_emergence.records.errors import Unavailable
+from lit_emergence.records.run import History, Run
+from lit_emergence.records.schema import HEAD_CLASSES, classify_score, head_label, llc_component
 
 
 @dataclass(frozen=True)
@@ -65,15 +64,6 @@ def _final(history: History | None, column: str) -> float:
     return float(history.floats(column)[int(np.nanargmax(steps))])
 
 
-def classify(score: float, true_threshold: float, partial_threshold: float) -> str:
-    """Class of a score with the run's thresholds (for rows recorded without a class)."""
-    if not math.isfinite(score):
-        return ""
-    if score >= true_threshold:
-        return "true"
-    return "partial" if score >= partial_threshold else "none"
-
-
 def summarize_heads(run: Run) -> list[HeadSummary]:
     """Final values of every head of a run, sorted by (layer, head).
 
@@ -106,7 +96,7 @@ def summarize_heads(run: Run) -> list[HeadSummary]:
                 impact=_final(scores, "impact"),
                 head_class=recorded
                 if recorded in HEAD_CLASSES
-                else classify(score, *run.thresholds),
+                else classify_score(score, *run.thresholds),
                 pearson=_final(distances, "pearson"),
                 g_contact=_final(distances, "g_contact"),
                 llc=_final(llcs, "llc_mean"),

@@ -19,7 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lit_emergence.report.errors import Problem
+from lit_emergence.records.errors import Problem
+from lit_emergence.records.schema import head_label
 from lit_emergence.report.events import EVENT_TABLE_COLUMNS
 from lit_emergence.report.fits import EXPONENT_COLUMNS
 from lit_emergence.report.heads import HeadSummary
@@ -105,7 +106,7 @@ def heads_markdown(records: Sequence[Mapping[str, Any]]) -> str:
     rows = [
         [
             r["run"],
-            f"L{r['layer']}H{r['head']}",
+            head_label(r["layer"], r["head"]),
             f"**{r['head_class']}**" if r["head_class"] == "true" else r["head_class"],
             number(r["score"]),
             number(r["strict"]),
@@ -163,7 +164,7 @@ def exponents_markdown(records: Sequence[Mapping[str, Any]]) -> str:
     rows = [
         [
             r["run"],
-            f"L{r['layer']}H{r['head']}",
+            head_label(r["layer"], r["head"]),
             r["head_class"],
             f"{r['observable']} ({r['kind']})",
             _window(r),
@@ -186,7 +187,7 @@ def events_markdown(records: Sequence[Mapping[str, Any]]) -> str:
     rows = [
         [
             r["run"],
-            f"L{r['layer']}H{r['head']}",
+            head_label(r["layer"], r["head"]),
             r["event"],
             str(r["event_step"]),
             str(r["step"]),
@@ -216,17 +217,15 @@ def write_tables(
     Returns:
         Name -> path of every file written.
     """
-    written = {
-        "heads.csv": write_csv(out_dir / "heads.csv", HEAD_COLUMNS, head_rows),
-        "exponents.csv": write_csv(out_dir / "exponents.csv", EXPONENT_COLUMNS, exponent_rows),
-        "events.csv": write_csv(out_dir / "events.csv", EVENT_TABLE_COLUMNS, event_rows),
-    }
-    for name, text in (
-        ("heads.md", heads_markdown(head_rows)),
-        ("exponents.md", exponents_markdown(exponent_rows)),
-        ("events.md", events_markdown(event_rows)),
-    ):
-        path = out_dir / name
-        path.write_text(text)
-        written[name] = path
+    tables = (
+        ("heads", HEAD_COLUMNS, head_rows, heads_markdown),
+        ("exponents", EXPONENT_COLUMNS, exponent_rows, exponents_markdown),
+        ("events", EVENT_TABLE_COLUMNS, event_rows, events_markdown),
+    )
+    written: dict[str, Path] = {}
+    for name, columns, rows, _ in tables:
+        written[f"{name}.csv"] = write_csv(out_dir / f"{name}.csv", columns, rows)
+    for name, _, rows, markdown in tables:
+        path = written[f"{name}.md"] = out_dir / f"{name}.md"
+        path.write_text(markdown(rows))
     return written

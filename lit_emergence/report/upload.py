@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from lit_emergence.records.errors import Unavailable
 from lit_emergence.report.build import ReportResult
-from lit_emergence.report.errors import Unavailable
 
 
 def upload_report(

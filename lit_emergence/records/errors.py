@@ -1,4 +1,4 @@
-"""What can go wrong while reporting: a path that is no run, and an item that cannot be made."""
+"""What can go wrong reading a run record: a path that is no run, an item that cannot be made."""
 
 from __future__ import annotations
 

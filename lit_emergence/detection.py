@@ -40,16 +40,22 @@ warning the detector gave.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
+from lit_emergence.records.csv import read_rows
+from lit_emergence.records.schema import EVENTS as EVENTS_HISTORY
+from lit_emergence.records.schema import (
+    OBSERVABLE_BY_NAME,
+    TIME_COLUMNS,
+    TimeAxis,
+    head_label,
+)
 
 __all__ = [
     "EVENTS",
@@ -62,7 +68,6 @@ __all__ = [
     "detect_events",
     "lead_times",
     "read_events",
-    "read_history_rows",
 ]
 
 #: Event names, in the order in which a developing head normally passes them.
@@ -70,24 +75,11 @@ EVENTS: tuple[str, ...] = ("onset", "power_law", "partial", "true")
 #: Events that count as a warning before a head becomes a true collision head.
 WARNING_EVENTS: tuple[str, ...] = ("onset", "power_law", "partial")
 #: Columns of ``emergence/events.csv``.
-EVENT_COLUMNS: tuple[str, ...] = (
-    "step",
-    "lr_integral",
-    "layer",
-    "head",
-    "event",
-    "event_step",
-    "event_lr_integral",
-    "value",
-    "detail",
-)
+EVENT_COLUMNS: tuple[str, ...] = EVENTS_HISTORY.columns
+#: Observables the power-law test can follow (see ``lit_emergence.records.schema.OBSERVABLES``).
+POWER_LAW_OBSERVABLES: tuple[str, ...] = ("score", "pearson")
 
-Observable = Literal["score", "pearson"]
-TimeAxis = Literal["lr_integral", "step"]
 Head = tuple[int, int]
-
-# Direction in which each observable moves as a head becomes a collision detector.
-_OBSERVABLE_SIGN = {"score": 1.0, "pearson": -1.0}
 # Smallest departure that makes the power-law test worth running, when not set: for the score
 # the onset effect size (see DetectionSettings); for the Pearson r a tenth of its range.
 _DEFAULT_PEARSON_DEPARTURE = 0.1
@@ -116,8 +108,9 @@ class DetectionSettings:
             window, in units of the measurement noise (>= 0).
         power_law_observable: ``"score"`` (collision score) or ``"pearson"``
             (attention-distance correlation; needs the ``AttentionDistanceMonitor`` history).
-        time_axis: Time of the power-law test: ``"lr_integral"`` (gradient-flow time, the
-            default) or ``"step"``.
+        time_axis: Time of the power-law test: ``"gradient_flow"`` (the ``lr_integral``
+            column, the default) or ``"step"``; ``"lr_integral"`` is accepted as an old
+            spelling of ``"gradient_flow"``.
         power_law_min_decades: Shortest power-law window, in decades of time (> 0).
         power_law_min_points: Fewest measurements in a power-law window (>= 3).
         power_law_max_scatter: Largest root-mean-square residual of ``log D`` about the line
@@ -133,14 +126,16 @@ class DetectionSettings:
     baseline_points: int = 3
     onset_fraction: float = 0.25
     noise_z: float = 4.0
-    power_law_observable: Observable = "score"
-    time_axis: TimeAxis = "lr_integral"
+    power_law_observable: str = "score"
+    time_axis: TimeAxis = "gradient_flow"
     power_law_min_decades: float = 0.5
     power_law_min_points: int = 4
     power_law_max_scatter: float = 0.2
     power_law_min_departure: float | None = None
 
     def __post_init__(self) -> None:
+        if self.time_axis == "lr_integral":  # the old spelling, kept for saved configs
+            object.__setattr__(self, "time_axis", "gradient_flow")
         if not 0 < self.partial_threshold <= self.true_threshold <= 1:
             raise ValueError(
                 "need 0 < partial_threshold <= true_threshold <= 1, got "
@@ -151,8 +146,8 @@ class DetectionSettings:
             ("baseline_points", self.baseline_points >= 1, ">= 1"),
             ("onset_fraction", 0 < self.onset_fraction <= 1, "in (0, 1]"),
             ("noise_z", self.noise_z >= 0, ">= 0"),
-            ("power_law_observable", self.power_law_observable in _OBSERVABLE_SIGN, None),
-            ("time_axis", self.time_axis in ("lr_integral", "step"), None),
+            ("power_law_observable", self.power_law_observable in POWER_LAW_OBSERVABLES, None),
+            ("time_axis", self.time_axis in TIME_COLUMNS, None),
             ("power_law_min_decades", self.power_law_min_decades > 0, "> 0"),
             ("power_law_min_points", self.power_law_min_points >= 3, ">= 3"),
             ("power_law_max_scatter", self.power_law_max_scatter > 0, "> 0"),
@@ -164,7 +159,7 @@ class DetectionSettings:
         )
         choices = {
             "power_law_observable": "'score' or 'pearson'",
-            "time_axis": "'lr_integral' or 'step'",
+            "time_axis": "'gradient_flow' or 'step'",
         }
         for name, ok, requirement in checks:
             if not ok:
@@ -227,7 +222,7 @@ class EmergenceEvent:
     @property
     def head_name(self) -> str:
         """``L<layer>H<head>``."""
-        return f"L{self.layer}H{self.head}"
+        return head_label(self.layer, self.head)
 
     def sort_key(self) -> tuple[int, int, int, int]:
         """Order of events in a file: by step, head, then the order of :data:`EVENTS`."""
@@ -429,7 +424,7 @@ class EmergenceTracker:
             return []
         observable = settings.power_law_observable
         baseline = series.baseline(settings.baseline_points)
-        departure = _OBSERVABLE_SIGN[observable] * (np.asarray(series.values) - baseline)
+        departure = OBSERVABLE_BY_NAME[observable].sign * (np.asarray(series.values) - baseline)
         min_departure = settings.power_law_min_departure
         if min_departure is None:
             min_departure = (
@@ -437,7 +432,7 @@ class EmergenceTracker:
             )
         if departure[-1] < min_departure:
             return []
-        axis = series.lr_integral if settings.time_axis == "lr_integral" else series.steps
+        axis = series.lr_integral if settings.time_axis == "gradient_flow" else series.steps
         time = np.asarray(axis, dtype=float)
         # The baseline measurements define D = 0; they cannot be part of the power law.
         floor = max(settings.noise_z * series.noise(), 0.0)
@@ -451,7 +446,7 @@ class EmergenceTracker:
             return []
         start = window.start + settings.baseline_points
         detail = (
-            f"{observable} departure ~ {settings.time_axis}^{window.exponent:.2f} "
+            f"{observable} departure ~ {TIME_COLUMNS[settings.time_axis]}^{window.exponent:.2f} "
             f"(+/- {window.exponent_se:.2f}) over {window.decades:.2f} decades "
             f"({window.points} points, scatter {window.scatter:.2f}) from step "
             f"{series.steps[start]}"
@@ -491,7 +486,7 @@ def _parse(
         return None
     lr_integral = row.get("lr_integral", "")
     if lr_integral in ("", None):
-        if time_axis == "lr_integral":
+        if time_axis == "gradient_flow":
             raise ValueError(
                 "a history row has no lr_integral: use time_axis='step' for such histories"
             )
@@ -510,7 +505,7 @@ def detect_events(
 
     Args:
         collision_rows: Rows of ``emergence/collision_scores.csv`` in file order (e.g. from
-            :func:`read_history_rows`).
+            :func:`lit_emergence.records.csv.read_rows`).
         distance_rows: Rows of ``emergence/attention_distance.csv``; needed only for
             ``settings.power_law_observable == "pearson"``.
         settings: Detection settings (default :class:`DetectionSettings`).
@@ -604,23 +599,6 @@ def lead_times(events: Iterable[EmergenceEvent]) -> list[LeadTime]:
     return result
 
 
-def read_history_rows(path: str | os.PathLike) -> list[dict[str, str]]:
-    """Rows of a history CSV, read-only, ignoring a torn last line of a run still writing.
-
-    Args:
-        path: A history file (missing: no rows).
-
-    Returns:
-        The complete rows as dicts of strings.
-    """
-    path = Path(path)
-    if not path.exists():
-        return []
-    text = path.read_text()
-    complete = text[: text.rfind("\n") + 1]
-    return list(csv.DictReader(io.StringIO(complete)))
-
-
 def read_events(path: str | os.PathLike) -> list[EmergenceEvent]:
     """The events of an ``emergence/events.csv`` file (missing: none)."""
-    return [EmergenceEvent.from_row(row) for row in read_history_rows(path)]
+    return [EmergenceEvent.from_row(row) for row in read_rows(path).rows]

@@ -1,9 +1,15 @@
-"""Append-only CSV histories that survive a crash and continue exactly on resume.
+"""Append-only CSV histories that survive a crash, and the one reader of them.
 
-Each measurement appends complete rows in one write, then flushes and fsyncs, so a row is either
-fully on disk or absent. Opening a history repairs a torn last line (a crash mid-write). On
-resume from a checkpoint taken at step ``S``, :meth:`CSVHistory.truncate_after` drops rows newer
-than ``S`` (they were measured after the checkpoint and will be measured again), atomically.
+Writing (:class:`CSVHistory`): each measurement appends complete rows in one write, then
+flushes and fsyncs, so a row is either fully on disk or absent. Opening a history repairs a
+torn last line (a crash mid-write). On resume from a checkpoint taken at step ``S``,
+:meth:`CSVHistory.truncate_after` drops rows newer than ``S`` (they were measured after the
+checkpoint and will be measured again), atomically.
+
+Reading (:func:`read_rows`): every reader of a history — the detector while a run is still
+writing, the report, a resumed callback — goes through one function that ignores a torn last
+line and sets aside malformed rows, saying which lines they were.
+
 Plain CSV, so anyone can read the results without this package.
 """
 
@@ -13,8 +19,78 @@ import csv
 import io
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+
+@dataclass(frozen=True)
+class Rows:
+    """What :func:`read_rows` found in a CSV file.
+
+    Attributes:
+        fieldnames: The header (empty for a missing or empty file).
+        rows: The well-formed complete rows, as dicts of strings, in file order.
+        torn: Whether a torn last line (no newline yet: a crash or a write in progress) was
+            ignored.
+        malformed: Line numbers (1-based, the header is line 1) of rows set aside: a number of
+            cells other than the header's, or a ``step`` that is not an integer.
+    """
+
+    fieldnames: list[str]
+    rows: list[dict[str, str]]
+    torn: bool = False
+    malformed: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self):
+        return iter(self.rows)
+
+
+def _is_integer(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def read_rows(path: str | os.PathLike) -> Rows:
+    """Read a history CSV without changing it.
+
+    A last line without its newline is a row still being written (or cut by a crash) and is
+    ignored; rows with the wrong number of cells, or a ``step`` that is not an integer, are
+    left out and listed in :attr:`Rows.malformed`.
+
+    Args:
+        path: The CSV file; a missing file reads as no rows.
+
+    Returns:
+        The header and the complete, well-formed rows.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return Rows(fieldnames=[], rows=[])
+    text = path.read_text()
+    complete = text[: text.rfind("\n") + 1]
+    torn = len(complete) < len(text)
+    reader = csv.reader(io.StringIO(complete))
+    fieldnames = next(reader, [])
+    has_step = "step" in fieldnames
+    rows: list[dict[str, str]] = []
+    malformed: list[int] = []
+    for cells in reader:
+        line = reader.line_num
+        if not cells:
+            continue  # a blank line, as csv.DictReader skips it
+        row = dict(zip(fieldnames, cells, strict=False))
+        if len(cells) != len(fieldnames) or (has_step and not _is_integer(row["step"])):
+            malformed.append(line)
+            continue
+        rows.append(row)
+    return Rows(fieldnames=fieldnames, rows=rows, torn=torn, malformed=malformed)
 
 
 def _format(value: Any) -> str:
@@ -60,9 +136,8 @@ class CSVHistory:
 
     # ----------------------------------------------------------------------------- reading
     def read(self) -> list[dict[str, str]]:
-        """All rows as dicts of strings."""
-        with self.path.open(newline="") as handle:
-            return list(csv.DictReader(handle))
+        """All complete, well-formed rows as dicts of strings (see :func:`read_rows`)."""
+        return read_rows(self.path).rows
 
     def steps(self) -> list[int]:
         """Return the distinct steps present, in file order."""

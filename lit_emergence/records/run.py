@@ -1,64 +1,45 @@
-"""Loading run directories written by ``lit-emergence fit``, without W&B or a live model.
+"""Reading a run directory written by ``lit-emergence fit``, without W&B or a live model.
 
-A run directory holds the resolved ``config.yaml``, ``checkpoints/`` and the emergence
-histories in ``emergence/`` (see ``docs/callbacks.md``): ``collision_scores.csv``,
-``attention_distance.csv`` and ``llc.csv``, each one row per measured step and head (or LLC
-component), with the step and its gradient-flow time ``lr_integral``. :func:`load_run` reads
-what is there and records what is missing instead of failing, so the report can say what it
-could not compute; a path with nothing to report on raises :class:`NotARunError`.
+:func:`load_run` reads what is there (the resolved config, the measured histories of
+:data:`~lit_emergence.records.schema.MEASURED`, the checkpoint to use) and records what is
+missing instead of failing, so a reader such as the report can say what it could not compute;
+a path with nothing to read raises :class:`~lit_emergence.records.errors.NotARunError`.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import yaml
 
-from lit_emergence.analysis.dynamics import TimeAxis, time_axis
-from lit_emergence.callbacks import AttentionDistanceMonitor, CollisionDetectionMonitor, LLCMonitor
-from lit_emergence.callbacks.base import EMERGENCE_DIR
-from lit_emergence.physics import SimulationConfig
-from lit_emergence.report.errors import NotARunError, Problem, Unavailable
-
-if TYPE_CHECKING:
-    from lit_emergence.module import LearnedSimulator
-
-#: The histories the report reads: short name -> (file in ``emergence/``, callback, columns).
-HISTORIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "collision": (
-        CollisionDetectionMonitor.history_file,
-        "CollisionDetectionMonitor",
-        ("step", "lr_integral", "layer", "head", "score", "head_class"),
-    ),
-    "distance": (
-        AttentionDistanceMonitor.history_file,
-        "AttentionDistanceMonitor",
-        ("step", "lr_integral", "layer", "head", "pearson", "g_contact"),
-    ),
-    "llc": (
-        LLCMonitor.history_file,
-        "LLCMonitor",
-        ("step", "lr_integral", "component", "llc_mean", "llc_std"),
-    ),
-}
-
-_COLLISION_DEFAULTS = inspect.signature(CollisionDetectionMonitor.__init__).parameters
+from lit_emergence.physics.config import SimulationConfig
+from lit_emergence.records.csv import read_rows
+from lit_emergence.records.errors import NotARunError, Problem, Unavailable
+from lit_emergence.records.schema import (
+    CHECKPOINT_DIR,
+    COLLISION,
+    CONFIG_FILE,
+    DEFAULT_PARTIAL_THRESHOLD,
+    DEFAULT_TRUE_THRESHOLD,
+    EMERGENCE_DIR,
+    EVENTS,
+    LAST_CHECKPOINT,
+    MEASURED,
+    TIME_COLUMNS,
+    HistorySpec,
+    TimeAxis,
+)
 
 
-def head_label(layer: int, head: int) -> str:
-    """Return the display name of a head, e.g. ``L1H6``."""
-    return f"L{layer}H{head}"
-
-
-def llc_component(layer: int, head: int) -> str:
-    """Return the LLC history's component name of a head, e.g. ``l1h6``."""
-    return f"l{layer}h{head}"
+def _to_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,59 +50,52 @@ class History:
         name: Short name (``"collision"``, ``"distance"``, ``"llc"``).
         path: The CSV file.
         columns: Column name -> array of the raw strings, in file order.
+        malformed: Line numbers of the rows left out as malformed.
+        axis: The time axis of :attr:`t` (see :meth:`on`).
     """
 
     name: str
     path: Path
     columns: dict[str, np.ndarray] = field(repr=False)
+    malformed: tuple[int, ...] = ()
+    axis: TimeAxis = "gradient_flow"
 
     @classmethod
-    def read(cls, name: str, path: Path, required: tuple[str, ...]) -> History:
-        """Read a history, checking that it has the columns the report needs.
+    def read(cls, spec: HistorySpec, path: Path) -> History:
+        """Read a history, checking that it has the columns readers need.
 
         Args:
-            name: Short name of the history.
-            path: CSV file.
-            required: Columns that must be present.
+            spec: What the file is (its short name and required columns).
+            path: The CSV file.
 
         Returns:
-            The history.
+            The history (a torn last line and malformed rows left out, see
+            :func:`~lit_emergence.records.csv.read_rows`).
 
         Raises:
             Unavailable: If the file is missing, empty, or lacks a required column.
         """
         if not path.is_file():
             raise Unavailable(f"no {path.parent.name}/{path.name}")
-        with path.open(newline="") as handle:
-            reader = csv.DictReader(handle)
-            fieldnames = list(reader.fieldnames or [])
-            rows = list(reader)
-        missing = [column for column in required if column not in fieldnames]
+        found = read_rows(path)
+        missing = [column for column in spec.required if column not in found.fieldnames]
         if missing:
             raise Unavailable(
-                f"{path.name} lacks the columns {missing} (has {fieldnames or 'no header'})"
+                f"{path.name} lacks the columns {missing} (has {found.fieldnames or 'no header'})"
             )
-        if not rows:
+        if not found.rows:
             raise Unavailable(f"{path.name} has no rows yet (nothing was measured)")
-        # A row cut short by a crash reads as None in its missing cells: treat as unmeasured.
         columns = {
-            c: np.array([row.get(c) or "" for row in rows], dtype=object) for c in fieldnames
+            c: np.array([row[c] for row in found.rows], dtype=object) for c in found.fieldnames
         }
-        return cls(name=name, path=path, columns=columns)
+        return cls(spec.name, path, columns, tuple(found.malformed))
 
     def __len__(self) -> int:
         return len(self.columns["step"])
 
     def floats(self, column: str) -> np.ndarray:
         """A column as floats (NaN where empty or not a number)."""
-
-        def to_float(text: str) -> float:
-            try:
-                return float(text)
-            except ValueError:
-                return float("nan")
-
-        return np.array([to_float(text) for text in self.columns[column]], dtype=float)
+        return np.array([_to_float(text) for text in self.columns[column]], dtype=float)
 
     def where(self, mask: np.ndarray) -> History:
         """The rows where ``mask`` is true."""
@@ -138,11 +112,29 @@ class History:
         return self.where(self.columns["component"] == component)
 
     def time(self, axis: TimeAxis) -> np.ndarray:
-        """Time of every row: optimizer steps, or gradient-flow time (``lr_integral``)."""
-        steps = self.floats("step")
-        if axis == "step":
-            return time_axis(steps, "step")
-        return time_axis(steps, "gradient_flow", cumulative_lr=self.floats("lr_integral"))
+        """Time of every row: optimizer steps, or gradient-flow time (``lr_integral``).
+
+        Raises:
+            ValueError: On an axis other than ``"step"`` or ``"gradient_flow"``.
+        """
+        if axis not in TIME_COLUMNS:
+            raise ValueError(f"time axis must be one of {sorted(TIME_COLUMNS)}, got {axis!r}")
+        return self.floats(TIME_COLUMNS[axis])
+
+    def on(self, axis: TimeAxis) -> History:
+        """The same rows with :attr:`t` on ``axis``.
+
+        Raises:
+            ValueError: On an axis other than ``"step"`` or ``"gradient_flow"``.
+        """
+        if axis not in TIME_COLUMNS:
+            raise ValueError(f"time axis must be one of {sorted(TIME_COLUMNS)}, got {axis!r}")
+        return dataclasses.replace(self, axis=axis)
+
+    @property
+    def t(self) -> np.ndarray:
+        """Time of every row on this history's axis (:attr:`axis`)."""
+        return self.time(self.axis)
 
     def last_step(self) -> int:
         """The largest step measured."""
@@ -169,6 +161,11 @@ class Run:
     checkpoint: Path | None
     problems: list[Problem] = field(default_factory=list)
 
+    def on(self, axis: TimeAxis) -> Run:
+        """The same run with every history's :attr:`History.t` on ``axis``."""
+        histories = {name: history.on(axis) for name, history in self.histories.items()}
+        return dataclasses.replace(self, histories=histories)
+
     def history(self, name: str) -> History:
         """The history ``name``.
 
@@ -176,8 +173,8 @@ class Run:
             Unavailable: If the run has no such history (the reason is in :attr:`problems`).
         """
         if name not in self.histories:
-            file, callback, _ = HISTORIES[name]
-            raise Unavailable(f"no usable emergence/{file} (was {callback} in the run?)")
+            spec = MEASURED[name]
+            raise Unavailable(f"no usable {spec.relative} (was {spec.writer} in the run?)")
         return self.histories[name]
 
     @property
@@ -199,19 +196,20 @@ class Run:
         measured = max((layer for layer, _ in self.heads), default=-1) + 1
         return max(int(configured or 0), measured)
 
-    def _collision_setting(self, name: str) -> float:
+    def _collision_setting(self, name: str, default: float) -> float:
         for callback in self.config.get("trainer", {}).get("callbacks") or []:
-            if str(callback.get("class_path", "")).endswith("CollisionDetectionMonitor"):
+            if str(callback.get("class_path", "")).endswith(COLLISION.writer):
                 value = (callback.get("init_args") or {}).get(name)
                 if value is not None:
                     return float(value)
-        return float(_COLLISION_DEFAULTS[name].default)
+        return default
 
     @property
     def thresholds(self) -> tuple[float, float]:
         """``(true_threshold, partial_threshold)`` of the run's collision monitor."""
-        return self._collision_setting("true_threshold"), self._collision_setting(
-            "partial_threshold"
+        return (
+            self._collision_setting("true_threshold", DEFAULT_TRUE_THRESHOLD),
+            self._collision_setting("partial_threshold", DEFAULT_PARTIAL_THRESHOLD),
         )
 
     @property
@@ -224,36 +222,19 @@ class Run:
     @property
     def probe_path(self) -> Path:
         """Where the collision monitor saved its probe set (the samples scores were measured on)."""
-        stem = CollisionDetectionMonitor.history_file.removesuffix(".csv")
-        return self.path / EMERGENCE_DIR / f"probe_{stem}.pt"
+        return self.path / EMERGENCE_DIR / COLLISION.probe_file
+
+    @property
+    def events_path(self) -> Path:
+        """The emergence detector's ``events.csv`` (it may not exist)."""
+        return EVENTS.path(self.path)
 
 
-def load_module(run: Run) -> LearnedSimulator:
-    """Load the run's checkpoint as a :class:`~lit_emergence.module.LearnedSimulator` on CPU.
-
-    Args:
-        run: A loaded run.
-
-    Returns:
-        The module.
-
-    Raises:
-        Unavailable: Without a checkpoint, or if it cannot be loaded.
-    """
-    if run.checkpoint is None:
-        raise Unavailable("no checkpoint in checkpoints/")
-    from lit_emergence.module import LearnedSimulator  # Lightning only when a model is needed
-
-    try:
-        return LearnedSimulator.load_from_checkpoint(run.checkpoint, map_location="cpu")
-    except (OSError, RuntimeError, KeyError, TypeError, ValueError) as error:
-        raise Unavailable(f"cannot load {run.checkpoint.name}: {error}") from error
-
-
-def _find_checkpoint(path: Path) -> Path | None:
-    directory = path / "checkpoints"
-    if (directory / "last.ckpt").is_file():
-        return directory / "last.ckpt"
+def find_checkpoint(path: Path) -> Path | None:
+    """The checkpoint of a run directory: ``last.ckpt``, else the newest ``*.ckpt``, else None."""
+    directory = path / CHECKPOINT_DIR
+    if (directory / LAST_CHECKPOINT).is_file():
+        return directory / LAST_CHECKPOINT
     candidates = sorted(directory.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
     return candidates[-1] if candidates else None
 
@@ -277,10 +258,10 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
         raise NotARunError(f"{path} does not exist")
     if not path.is_dir():
         raise NotARunError(f"{path} is not a directory")
-    has_config = (path / "config.yaml").is_file()
+    has_config = (path / CONFIG_FILE).is_file()
     if not has_config and not (path / EMERGENCE_DIR).is_dir():
         raise NotARunError(
-            f"{path} is not a run directory: it has neither config.yaml nor {EMERGENCE_DIR}/ "
+            f"{path} is not a run directory: it has neither {CONFIG_FILE} nor {EMERGENCE_DIR}/ "
             "(run directories are made by `lit-emergence fit`)"
         )
     name = name or path.resolve().name
@@ -288,30 +269,34 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
     config: dict[str, Any] = {}
     if has_config:
         try:
-            config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+            config = yaml.safe_load((path / CONFIG_FILE).read_text()) or {}
         except yaml.YAMLError as error:
-            problems.append(
-                Problem(name, "config.yaml", f"unreadable ({error.__class__.__name__})")
-            )
+            problems.append(Problem(name, CONFIG_FILE, f"unreadable ({error.__class__.__name__})"))
     else:
         problems.append(
-            Problem(name, "config.yaml", "missing: thresholds and box size from the defaults")
+            Problem(name, CONFIG_FILE, "missing: thresholds and box size from the defaults")
         )
     histories: dict[str, History] = {}
-    for short, (file, _, required) in HISTORIES.items():
+    for short, spec in MEASURED.items():
         try:
-            histories[short] = History.read(short, path / EMERGENCE_DIR / file, required)
+            history = histories[short] = History.read(spec, spec.path(path))
         except Unavailable as reason:
-            problems.append(Problem(name, f"{EMERGENCE_DIR}/{file}", str(reason)))
+            problems.append(Problem(name, spec.relative, str(reason)))
+            continue
+        if history.malformed:
+            lines = ", ".join(map(str, history.malformed[:5]))
+            more = ", ..." if len(history.malformed) > 5 else ""
+            reason = f"{len(history.malformed)} malformed rows left out (lines {lines}{more})"
+            problems.append(Problem(name, spec.relative, reason))
     if not histories:
-        files = ", ".join(f"{EMERGENCE_DIR}/{file}" for file, _, _ in HISTORIES.values())
+        files = ", ".join(spec.relative for spec in MEASURED.values())
         raise NotARunError(
             f"{path} has no emergence history to report on (looked for {files}); train with "
             "the CollisionDetectionMonitor, AttentionDistanceMonitor or LLCMonitor callbacks"
         )
-    checkpoint = _find_checkpoint(path)
+    checkpoint = find_checkpoint(path)
     if checkpoint is None:
-        problems.append(Problem(name, "checkpoints/", "no checkpoint: Figure 3 needs one"))
+        problems.append(Problem(name, f"{CHECKPOINT_DIR}/", "no checkpoint: Figure 3 needs one"))
     return Run(
         name=name,
         path=path,

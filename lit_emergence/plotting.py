@@ -24,6 +24,8 @@ from matplotlib.collections import LineCollection, PatchCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
+from lit_emergence.records.schema import WHOLE_MODEL
+
 
 def head_heatmap(
     values: np.ndarray,
@@ -169,7 +171,7 @@ def attention_panels(
     return fig
 
 
-def loss_traces(traces: dict[str, Any], title: str = "", highlight: str = "model") -> Figure:
+def loss_traces(traces: dict[str, Any], title: str = "", highlight: str = WHOLE_MODEL) -> Figure:
     """Draw SGLD loss traces: per component, the chain-mean of ``L(w_t) - L(w*)`` over steps.
 
     A good trace rises and then plateaus; one still climbing at the end means the step size,
