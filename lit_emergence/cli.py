@@ -18,9 +18,14 @@ and :class:`~lit_emergence.data.ParticleDataModule`, with three additions:
 from __future__ import annotations
 
 import datetime
+import difflib
+import errno
 import importlib
+import itertools
+import math
 import os
 import re
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -30,10 +35,20 @@ import yaml
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lit_emergence.data import ParticleDataModule
 from lit_emergence.module import LearnedSimulator
+from lit_emergence.records.schema import CHECKPOINT_DIR, LAST_CHECKPOINT
+from lit_emergence.resume import (
+    RandomStateCheckpoint,
+    ResumePoint,
+    RunCSVLogger,
+    read_resume_point,
+    save_wandb_run_id,
+    wandb_run_id,
+)
 
 # Rank 0 resolves the run directory and exports it, so the DDP worker processes that Lightning
 # re-launches from the same command line land in the same directory.
@@ -43,17 +58,67 @@ PROGRAM = "lit-emergence"
 EXTRA_COMMANDS = {"report": "lit_emergence.report.cli", "seeds": "lit_emergence.seeds"}
 
 
+# Lines of a jsonargparse union report that say nothing about what is wrong with the value.
+_GENERIC = (
+    "Parser key",
+    "Does not validate",
+    "Subtypes:",
+    "Errors:",
+    "Not a valid subclass",
+    "Subclass types expect",
+    "a class path",
+    "a dict ",
+    "Expected a <class 'NoneType'>",
+    "Given value",
+    "Expected a path but",
+    "Problem with given class_path",
+)
+
+
+def _import_problem(text: str) -> str | None:
+    """'cannot import X (did you mean Y?)' for a class_path that does not resolve."""
+    match = re.search(r"Problem with given class_path '([\w.]+)'", text)
+    if match is None:
+        return None
+    path = match.group(1)
+    module_name, _, name = path.rpartition(".")
+    hint = ""
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        hint = f": there is no module {module_name}"
+    else:
+        names = [n for n in dir(module) if n[:1].isupper()]
+        close = difflib.get_close_matches(name, names, 3)
+        suggestions = " or ".join(f"{module_name}.{c}" for c in close)
+        hint = f" (did you mean {suggestions}?)" if close else f": {module_name} has no {name}"
+    return f"cannot import the class {path}{hint}"
+
+
 def _one_line(message: str) -> str:
     """Condense a (possibly nested, multi-line) jsonargparse message into one line.
 
-    jsonargparse reports ``Parser key "a.b":`` followed by indented details; keep the innermost
-    key and the most specific detail (a basic expected type beats a list of union failures).
+    jsonargparse reports ``Parser key "a.b":`` followed by indented details, and for a union
+    type (a callback, a schedule) the failure of every alternative; keep the innermost key and
+    the most specific detail: a class that cannot be imported, else the first message of a
+    class that refused its arguments, else a basic expected type.
     """
     text = str(message)
     lines = [line.strip().lstrip("- ").strip() for line in text.splitlines() if line.strip()]
     if not lines:
         return "invalid arguments"
     keys = re.findall(r'Parser key "([^"]+)"', text)
+    if not keys and "lightning.pytorch.callbacks.callback.Callback" in text:
+        keys = ["trainer.callbacks"]
+    where = f"{keys[-1]}: " if keys else ""
+    problem = _import_problem(text)
+    if problem is not None:
+        return where + problem
+    if "Does not validate against any of the Union subtypes" in text:
+        # A class that refused its arguments says why; type mismatches are handled below.
+        specific = [line for line in lines if not line.startswith((*_GENERIC, "Expected a"))]
+        if specific:
+            return where + specific[0]
     details = [line for line in lines if not line.startswith("Parser key")] or lines
     detail = next((d for d in details if d.startswith("Expected a <class")), details[0])
     if "Got value" not in detail:
@@ -85,11 +150,34 @@ def resolve_run_dir(run_dir: str | None, run_root: str, run_name: str) -> str:
     return str(Path(run_root) / f"{run_name}-{stamp}-{unique}")
 
 
+# Settings that say how to start this attempt, not what the run is: a resumed run that differs
+# from its config.yaml only in these has not changed its config.
+_ATTEMPT_KEYS = ("ckpt_path", "if_no_checkpoint")
+
+
+def _run_settings(text: str) -> dict[str, Any]:
+    settings = yaml.safe_load(text) or {}
+    return {k: v for k, v in settings.items() if k not in _ATTEMPT_KEYS}
+
+
+def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new), key=str)
+        return [
+            changed
+            for key in keys
+            for changed in _changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")
+        ]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
 class RunConfigSaver(SaveConfigCallback):
     """Save the resolved config as ``RUN_DIR/config.yaml`` and into the W&B run's config.
 
-    A resumed run that finds an identical ``config.yaml`` leaves it alone; a different one is kept
-    and the new config is written beside it as ``config-<n>.yaml``, so nothing is overwritten.
+    A resumed run whose settings equal its ``config.yaml`` (the checkpoint to resume from
+    aside) leaves the file alone. Changed settings are kept: the new config is written beside
+    the first as ``config-<n>.yaml`` and one line names the keys that changed.
     """
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -100,16 +188,27 @@ class RunConfigSaver(SaveConfigCallback):
             run_dir = Path(trainer.default_root_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
             text = self.parser.dump(self.config, skip_none=False)
-            path = run_dir / self.config_filename
-            index = 1
-            while path.exists() and path.read_text() != text:
-                path = run_dir / f"{Path(self.config_filename).stem}-{index}.yaml"
-                index += 1
+            settings = _run_settings(text)
+            stem = Path(self.config_filename).stem
+            path, index = run_dir / self.config_filename, 1
+            while path.exists() and _run_settings(path.read_text()) != settings:
+                path, index = run_dir / f"{stem}-{index}.yaml", index + 1
             if not path.exists():
+                first = run_dir / self.config_filename
+                if first.exists():
+                    changed = _changed_keys(_run_settings(first.read_text()), settings)
+                    sys.stderr.write(
+                        f"{PROGRAM}: the config changed since {first.name} "
+                        f"({', '.join(changed[:6])}{', ...' if len(changed) > 6 else ''}): "
+                        f"saved as {path.name}\n"
+                    )
                 tmp = path.with_suffix(".yaml.tmp")
                 tmp.write_text(text)
                 os.replace(tmp, path)
             self.saved_path = path
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger) and logger.version:
+                    save_wandb_run_id(run_dir, str(logger.version))
             self.save_config(trainer, pl_module, stage)
             self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
@@ -173,6 +272,13 @@ class LitEmergenceCLI(LightningCLI):
         parser.add_argument(
             "--wandb_project", type=str, default="lit_emergence", help="W&B project name."
         )
+        parser.add_argument(
+            "--if_no_checkpoint",
+            type=Literal["error", "start"],
+            default="error",
+            help="With --ckpt_path last and no checkpoint in the run directory yet: stop with "
+            "an error (default), or start the run over from step 0.",
+        )
         parser.link_arguments("data.feature_dim", "model.in_features", apply_on="instantiate")
         parser.link_arguments("data.target_dim", "model.out_features", apply_on="instantiate")
         parser.link_arguments("data.rollout_horizons", "model.rollout_horizons")
@@ -181,11 +287,48 @@ class LitEmergenceCLI(LightningCLI):
         return self.config[self.subcommand] if self.subcommand else self.config
 
     def before_instantiate_classes(self) -> None:
-        """Fix the run directory before anything is built, and share it with DDP workers."""
+        """Fix the run directory and check the checkpoint before anything is built."""
         config = self._subcommand_config()
         config.run_dir = resolve_run_dir(config.run_dir, config.run_root, config.run_name)
         os.environ[RUN_DIR_ENV] = config.run_dir
         config.trainer.default_root_dir = config.run_dir
+
+    def _parse_ckpt_path(self) -> None:
+        """Check the checkpoint to resume from before LightningCLI reads its hyperparameters."""
+        subcommand = self.config.get("subcommand")
+        self.resume_point = None
+        if subcommand == "fit":
+            self.resume_point = self._resume_point(self.config[subcommand], subcommand)
+        super()._parse_ckpt_path()
+
+    def _resume_point(self, config: Any, subcommand: str) -> ResumePoint | None:
+        """Read the checkpoint to resume from (``last``: the run directory's), or None."""
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path is None:
+            return None
+        if ckpt_path == "last":
+            if not config.run_dir:
+                self._parser(subcommand).error(
+                    "ckpt_path: 'last' needs the run's directory: resume with --config "
+                    "RUN_DIR/config.yaml (or --run_dir RUN_DIR)"
+                )
+            last = Path(config.run_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
+            if not last.is_file():
+                if config.if_no_checkpoint == "start":
+                    sys.stderr.write(
+                        f"{PROGRAM}: no checkpoint in {last.parent} yet: starting the run over\n"
+                    )
+                    config.ckpt_path = None
+                    return None
+                self._parser(subcommand).error(
+                    f"ckpt_path: no checkpoint in {last.parent} yet (the run stopped before its "
+                    "first one); add --if_no_checkpoint start to start it over"
+                )
+            config.ckpt_path = ckpt_path = str(last)
+        try:
+            return read_resume_point(ckpt_path)
+        except ValueError as error:
+            self._parser(subcommand).error(f"ckpt_path: {error}")
 
     def instantiate_classes(self) -> None:
         """Instantiate, turning a ``ValueError`` from any class into a one-line parser error."""
@@ -193,16 +336,46 @@ class LitEmergenceCLI(LightningCLI):
             super().instantiate_classes()
         except ValueError as error:
             self._parser(self.subcommand).error(str(error))
+        except MisconfigurationException as error:  # Trainer settings Lightning rejects
+            self._parser(self.subcommand).error(f"trainer: {str(error).splitlines()[0]}")
 
     def before_fit(self) -> None:
-        """Check the model's fast-path settings against the trainer before anything runs."""
-        check = getattr(self.model, "check_fast_path", None)
-        if check is None:
-            return
+        """Check every setting Lightning or the model would reject late, before any work."""
         try:
-            check(self.trainer)
+            self._check_trainer(self.trainer)
+            check = getattr(self.model, "check_optimization", None)
+            if check is not None:
+                check()
+            check = getattr(self.model, "check_fast_path", None)
+            if check is not None:
+                check(self.trainer)
         except ValueError as error:
             self._parser(self.subcommand).error(str(error))
+
+    @staticmethod
+    def _check_trainer(trainer: Trainer) -> None:
+        """Trainer settings Lightning accepts but fails on mid-run, and the run directory."""
+        interval = trainer.val_check_interval
+        if isinstance(interval, int | float) and not interval > 0:
+            raise ValueError(
+                f"trainer.val_check_interval={interval} must be > 0 (steps, or a fraction of an "
+                "epoch)"
+            )
+        clip = trainer.gradient_clip_val
+        if clip is not None and not (math.isfinite(float(clip)) and float(clip) >= 0):
+            raise ValueError(f"trainer.gradient_clip_val={clip} must be finite and >= 0 (or null)")
+        run_dir = Path(trainer.default_root_dir)
+        existing = next(p for p in (run_dir, *run_dir.parents) if p.exists() or p == p.parent)
+        if not existing.is_dir():
+            raise ValueError(
+                f"run directory {run_dir}: {existing} is a file, not a directory; choose another "
+                "--run_dir or --run_root"
+            )
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(
+                f"run directory {run_dir}: {existing} is not writable; choose another --run_dir "
+                "or --run_root"
+            )
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Add the run's loggers and point checkpoints into the run directory."""
@@ -210,15 +383,20 @@ class LitEmergenceCLI(LightningCLI):
         if config.trainer.get("logger") in (None, True):
             kwargs["logger"] = self._default_loggers(config)
         trainer = super().instantiate_trainer(**kwargs)
+        # Global random states travel in every checkpoint, so a resumed run draws as it would
+        # have (dropout, user code); the data order is the training loader's own state.
+        trainer.callbacks.append(RandomStateCheckpoint())
+        for logger in trainer.loggers:
+            if isinstance(logger, RunCSVLogger):
+                logger.bind(trainer)
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = str(Path(config.run_dir) / "checkpoints")
         return trainer
 
-    @staticmethod
-    def _default_loggers(config: Any) -> list[Logger]:
+    def _default_loggers(self, config: Any) -> list[Logger]:
         run_dir = Path(config.run_dir)
-        loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
+        loggers: list[Logger] = [RunCSVLogger(run_dir, resume=self.resume_point)]
         if config.wandb != "disabled":
             try:
                 import wandb  # noqa: F401
@@ -238,9 +416,78 @@ class LitEmergenceCLI(LightningCLI):
                     project=config.wandb_project,
                     name=run_dir.name,
                     offline=config.wandb == "offline",
+                    # One W&B run per run directory: a resumed run continues it.
+                    id=wandb_run_id(run_dir),
+                    resume="allow",
                 ),
             )
         return loggers
+
+
+# A full disk, a quota, a read-only folder, a file-size limit: the run cannot go on.
+_WRITE_FAILURES = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EFBIG,
+    errno.EIO,
+}
+
+
+def _failed_path(error: OSError) -> Path | None:
+    """The file a write failed on: the error's, else the innermost frame's path variable.
+
+    Writes through ``fsspec`` (Lightning's checkpoints) fail without a file name; the frame
+    that opened the file still holds it.
+    """
+    if error.filename:
+        return Path(error.filename)
+    frames = []
+    traceback = error.__traceback__
+    while traceback is not None:
+        frames.append(traceback.tb_frame)
+        traceback = traceback.tb_next
+    for frame in reversed(frames):
+        for name in ("filepath", "urlpath", "path", "filename"):
+            value = frame.f_locals.get(name)
+            if isinstance(value, str | os.PathLike) and str(value):
+                return Path(value)
+    return None
+
+
+def _write_failure(error: OSError) -> NoReturn:
+    """Stop a run whose files cannot be written with one line: the path and the free space."""
+    path = _failed_path(error) or Path(".")
+    folder = next((p for p in (path, *path.parents) if p.is_dir()), Path("."))
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free there"
+    except OSError:
+        free = "free space unknown"
+    sys.stderr.write(
+        f"{PROGRAM}: error: cannot write {path}: {error.strerror or error} ({free}); everything "
+        "written before is intact: free some space and resume with --ckpt_path last\n"
+    )
+    raise SystemExit(1)
+
+
+def _check_config_syntax(argv: list[str]) -> None:
+    """Stop with one line naming the file, line and column of a config that is not YAML."""
+    paths = [b for a, b in itertools.pairwise(argv) if a in ("--config", "-c")]
+    paths += [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    for path in paths:
+        try:
+            text = Path(path).read_text()
+        except OSError:
+            continue  # the parser reports a missing file itself
+        try:
+            yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            sys.stderr.write(f"{PROGRAM}: error: config {path}: not valid YAML{where}: {problem}\n")
+            raise SystemExit(2) from None
 
 
 def main(args: list[str] | None = None) -> None:
@@ -250,6 +497,7 @@ def main(args: list[str] | None = None) -> None:
     one process) flushes each run's files instead of leaving that to interpreter exit.
     """
     argv = list(sys.argv[1:] if args is None else args)
+    _check_config_syntax(argv)
     if argv and argv[0] in EXTRA_COMMANDS:
         # Commands that work on finished runs (no model, no Trainer): their own small parsers.
         module = importlib.import_module(EXTRA_COMMANDS[argv[0]])
@@ -263,7 +511,12 @@ def main(args: list[str] | None = None) -> None:
                 "(lit-emergence report --help)\n  seeds --config CONFIG          train several "
                 "seeds, then report (lit-emergence seeds --help)\n"
             )
-    cli = LitEmergenceCLI(args=args)
+    try:
+        cli = LitEmergenceCLI(args=args)
+    except OSError as error:
+        if error.errno not in _WRITE_FAILURES:
+            raise
+        _write_failure(error)
     trainer = getattr(cli, "trainer", None)
     for logger in trainer.loggers if trainer is not None else []:
         if (

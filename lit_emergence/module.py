@@ -16,6 +16,7 @@ validation rollouts and the measurement callbacks run eagerly on the same weight
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -373,6 +374,34 @@ class LearnedSimulator(LightningModule):
             metric.update(error.square().sum(dim=-1).mean(dim=-1))  # per scene, mean over particles
 
     # ----------------------------------------------------------------------------- optim
+    def check_optimization(self) -> None:
+        """Build the optimizer and its schedule once on a throwaway parameter, before any work.
+
+        Optimizers and schedulers are built by Lightning only when training starts, after the
+        data was simulated; this surfaces a bad argument (a negative learning rate, a
+        misspelt keyword) first. A setting that can only be checked on its device (a fused
+        CUDA optimizer) is left to the optimizer itself.
+
+        Raises:
+            ValueError: One line naming ``model.optimizer`` or ``model.scheduler``.
+        """
+        probe = [torch.nn.Parameter(torch.zeros(1))]
+        try:
+            optimizer = self.optimizer_factory(probe)
+        except (TypeError, ValueError, RuntimeError) as error:
+            if "fused" in str(error) or "CUDA" in str(error):
+                return
+            raise ValueError(f"model.optimizer: {error}") from None
+        for group in optimizer.param_groups:
+            lr = float(group.get("lr", 1.0))
+            if not (math.isfinite(lr) and lr > 0):
+                raise ValueError(f"model.optimizer: lr={lr} must be finite and > 0")
+        if self.scheduler_factory is not None:
+            try:
+                self.scheduler_factory(optimizer)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"model.scheduler: {error}") from None
+
     def configure_optimizers(self) -> Any:
         """Build the optimizer (weight decay on weight matrices only) and its per-step schedule."""
         decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]

@@ -96,6 +96,9 @@ def subprocess_env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")])
     env.pop("LIT_EMERGENCE_RUN_DIR", None)
+    # An in-process test's W&B service exports its address; a child must start its own, as a
+    # command run from a shell does (a shared service still holds the runs of killed children).
+    env.pop("WANDB_SERVICE", None)
     return env
 
 

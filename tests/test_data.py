@@ -398,19 +398,20 @@ def test_augmentation_streams_differ_between_ranks_and_never_touch_global_rng(tm
     assert len(set(draws.values())) == len(draws)
 
 
-def test_dataloader_workers_draw_their_own_streams(tmp_path):
-    datamodule = ready_datamodule(tmp_path, mirror_augment=True, num_workers=2, batch_size=8)
-    loader = datamodule.train_dataloader()
-    assert loader.persistent_workers
-    batches = list(loader)
-    assert len(batches) == len(datamodule.datasets["train"]) // 8  # drop_last
-    # Batches alternate between worker 0 and worker 1; each worker's flips follow its own
-    # stream, created lazily inside the worker from (seed, rank, worker id).
-    for worker in (0, 1):
-        rng = augmentation_rng(0, 0, worker)
-        for batch in batches[worker::2]:
-            expected = torch.from_numpy(rng.random(8) < 0.5)
-            assert torch.equal(batch["mirrored"], expected)
+def test_loaders_never_touch_the_global_rng_and_workers_change_nothing(tmp_path):
+    # Starting a DataLoader iterator draws a worker seed, from the global random state unless
+    # the loader has its own generator: validation would then shift training's random draws.
+    plain = ready_datamodule(tmp_path, mirror_augment=True, batch_size=8)
+    workers = ready_datamodule(tmp_path, mirror_augment=True, batch_size=8, num_workers=2)
+    state = torch.get_rng_state()
+    expected = [batch for loader in plain.val_dataloader() for batch in loader]
+    batches = [batch for loader in workers.val_dataloader() for batch in loader]
+    assert workers.val_dataloader()[0].persistent_workers
+    assert len(batches) == len(expected)
+    for batch, reference in zip(batches, expected, strict=True):
+        assert all(torch.equal(batch[key], reference[key]) for key in reference)
+    list(plain.train_dataloader())
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 # -- datasets -------------------------------------------------------------------------------
@@ -508,24 +509,27 @@ def test_dataloaders_and_ddp_recreation(tmp_path):
     batch = next(iter(train))
     assert batch["features"].shape == (16, 6, 4)
     assert batch["contacts"].shape == (16, 6, 6)
-    assert train.collate_fn is passthrough_collate
-    assert pickle.loads(pickle.dumps(passthrough_collate)) is passthrough_collate
     assert len(train) == len(datamodule.datasets["train"]) // 16  # drop_last
+    indices = torch.cat([b["index"] for b in train])
+    assert len(set(indices.tolist())) == len(indices)  # each sample at most once per epoch
 
     one_step, rollout = datamodule.val_dataloader()
     assert len(one_step.dataset) == 2 * (SMALL["num_frames"] - 1)
     assert next(iter(rollout))["positions"].shape == (6, 6, 6, 2)  # 2 scenes x 3 starts
     assert not any(b["mirrored"].any() for b in one_step)  # no augmentation outside training
     assert len(datamodule.test_dataloader()) == 2
+    assert one_step.collate_fn is passthrough_collate
+    assert pickle.loads(pickle.dumps(passthrough_collate)) is passthrough_collate
 
-    # Lightning re-creates the loader with a DistributedSampler under DDP.
+    # Lightning re-creates the evaluation loaders with a DistributedSampler under DDP (the
+    # training loader shards itself across ranks, see tests/test_fast_training.py).
     from lightning.pytorch.utilities.data import _update_dataloader
 
-    sampler = DistributedSampler(train.dataset, num_replicas=2, rank=1, shuffle=True, seed=0)
-    recreated = _update_dataloader(train, sampler)
+    sampler = DistributedSampler(one_step.dataset, num_replicas=2, rank=1, shuffle=False)
+    recreated = _update_dataloader(one_step, sampler)
     assert recreated.sampler is sampler and recreated.collate_fn is passthrough_collate
     indices = torch.cat([b["index"] for b in recreated])
-    assert set(indices.tolist()) <= set(sampler)
+    assert set(indices.tolist()) == set(sampler)
 
 
 class _TinyModule(pl.LightningModule):

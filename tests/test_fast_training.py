@@ -20,7 +20,7 @@ from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from test_cli import run_cli
 
 from lit_emergence.data import ParticleDataModule
-from lit_emergence.data.device import DeviceBatchLoader
+from lit_emergence.data.batches import TrainBatchLoader
 from lit_emergence.model import ParticleTransformer
 from lit_emergence.module import LearnedSimulator
 from lit_emergence.physics import SimulationConfig
@@ -104,7 +104,7 @@ def fit(module, datamodule, steps, *, accelerator="cpu", callbacks=(), root=None
 def test_device_batches_equal_the_dataset_batches(tmp_path, device):
     datamodule = ready_datamodule(tmp_path)
     dataset = datamodule.datasets["train"]
-    loader = DeviceBatchLoader(dataset, 16, device, seed=5)
+    loader = TrainBatchLoader(dataset, 16, device, seed=5)
     batches = list(loader)
     assert len(batches) == len(loader) == len(dataset) // 16
     flips = torch.cat([batch["mirrored"] for batch in batches])
@@ -119,12 +119,28 @@ def test_device_batches_equal_the_dataset_batches(tmp_path, device):
             torch.testing.assert_close(value.cpu(), expected[name], rtol=1e-6, atol=1e-6)
 
 
+def test_cpu_and_device_batches_are_the_same_batches(tmp_path):
+    # data.device_batches changes where a batch is gathered, never which batch it is; the CPU
+    # path also unpacks each sample's contacts, as the dataset does.
+    datamodule = ready_datamodule(tmp_path, device_batches=False)
+    on_device = ready_datamodule(tmp_path, device_batches=True)
+    dataset = datamodule.datasets["train"]
+    for batch, other in zip(
+        datamodule.train_dataloader(), on_device.train_dataloader(), strict=True
+    ):
+        assert set(batch) - set(other) == {"contacts"}
+        assert all(torch.equal(batch[key], other[key]) for key in other)
+        dataset._rng = FixedFlips(batch["mirrored"])
+        expected = dataset.__getitems__(batch["index"].tolist())
+        assert torch.equal(batch["contacts"], expected["contacts"])
+
+
 def test_device_batches_shard_ranks_and_follow_the_seed(tmp_path):
     dataset = ready_datamodule(tmp_path).datasets["train"]
     torch_state = torch.get_rng_state()
 
     def draw(seed: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
-        loader = DeviceBatchLoader(dataset, 8, "cpu", seed=seed, rank=rank, world_size=2)
+        loader = TrainBatchLoader(dataset, 8, "cpu", seed=seed, rank=rank, world_size=2)
         batches = [batch for _ in range(2) for batch in loader]  # two epochs
         assert len(batches) == 2 * ((len(dataset) // 2) // 8)
         return (
@@ -150,7 +166,7 @@ def test_device_batches_train_and_resume_through_lightning(tmp_path):
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=3)
     module = tiny_module(datamodule.feature_dim)
     trainer = fit(module, datamodule, 3, callbacks=[checkpoint])
-    assert isinstance(trainer.train_dataloader, DeviceBatchLoader)
+    assert isinstance(trainer.train_dataloader, TrainBatchLoader)
     assert trainer.global_step == 3
     resumed = tiny_module(datamodule.feature_dim)
     trainer = quiet_trainer(5, root=tmp_path)

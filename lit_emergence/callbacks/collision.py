@@ -63,7 +63,8 @@ class CollisionDetectionMonitor(MeasurementCallback):
             close in one frame interval at typical impact speeds in the default system.
         true_threshold: Score at or above which a head is a true collision head.
         partial_threshold: Score at or above which a head is a partial collision head.
-        impact_threshold: Departure from free fall, in units of ``gravity * frame_interval``,
+        impact_threshold: Departure from free fall, in units of ``gravity * frame_interval``
+            (with ``gravity`` 0 there is no such unit: the impact score is off, with a warning),
             above which a query counts as hit (``impact`` variant).
         gravity: Gravitational acceleration; default from ``trainer.datamodule.simulation``.
         frame_interval: Time between frames; default from ``trainer.datamodule.simulation``.
@@ -132,15 +133,20 @@ class CollisionDetectionMonitor(MeasurementCallback):
             "impact": ("contacts", "velocity_change"),
         }
         missing = [key for key in needs[variant] if key not in batch]
+        reason = f"the probe lacks {missing}"
         if variant == "impact" and (self.gravity is None or self.frame_interval is None):
             missing.append("gravity/frame_interval")
+            reason = f"the probe lacks {missing}"
+        elif variant == "impact" and self.gravity == 0:
+            # Impacts are departures from free fall measured in units of g * dt: no gravity,
+            # no scale. The column stays empty; the other two variants are unaffected.
+            missing.append("gravity > 0")
+            reason = "gravity is 0, and impacts are measured against free fall (g * dt)"
         if missing and variant not in self._warned:
             self._warned.add(variant)
             from lightning.pytorch.utilities import rank_zero_warn
 
-            rank_zero_warn(
-                f"CollisionDetectionMonitor: no '{variant}' score, the probe lacks {missing}"
-            )
+            rank_zero_warn(f"CollisionDetectionMonitor: no '{variant}' score, {reason}")
         return not missing
 
     def measure(

@@ -14,6 +14,7 @@ from lit_emergence.callbacks.base import MeasurementCallback, Schedule, nan_to_n
 from lit_emergence.callbacks.measurement_schedule import LogSchedule
 from lit_emergence.callbacks.probe import ProbeSet
 from lit_emergence.llc import LLCResult, Restriction, attention_head_restrictions, estimate_llc_many
+from lit_emergence.llc.estimator import check_sampling_settings
 from lit_emergence.plotting import figure_to_array, loss_traces
 from lit_emergence.records.schema import LLC, WHOLE_MODEL
 
@@ -111,6 +112,15 @@ class LLCMonitor(MeasurementCallback):
         compile: bool | str = False,
         **kwargs: Any,
     ) -> None:
+        check_sampling_settings(
+            num_chains=num_chains,
+            num_draws=num_draws,
+            num_burnin=num_burnin,
+            step_size=step_size,
+            localization=localization,
+            sampler=sampler,
+            n_beta=n_beta,
+        )
         if batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (n_beta = B / ln B), got {batch_size}")
         if num_batches < 1:

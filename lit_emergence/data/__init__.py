@@ -3,7 +3,7 @@
 ``ParticleDataModule`` is the entry point; ``FeatureNormalizer`` turns raw states into model
 inputs and predictions back into states. The datasets, storage and loaders behind them stay
 importable from their modules (``dataset.OneStepDataset``, ``arrays.TrajectoryArrays``,
-``device.DeviceBatchLoader``, ...).
+``batches.TrainBatchLoader``, ...).
 """
 
 from lit_emergence.data.datamodule import ParticleDataModule

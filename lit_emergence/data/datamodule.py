@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -11,8 +12,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from lit_emergence.data.arrays import TrajectoryArrays
+from lit_emergence.data.batches import TrainBatchLoader, device_arrays
 from lit_emergence.data.dataset import OneStepDataset, RolloutDataset, passthrough_collate
-from lit_emergence.data.device import DeviceBatchLoader, device_arrays
 from lit_emergence.data.generate import load_or_generate
 from lit_emergence.data.normalize import FeatureNormalizer
 from lit_emergence.physics import SimulationConfig
@@ -48,14 +49,15 @@ class ParticleDataModule(pl.LightningDataModule):
             last possible one (free fall to settled pile).
         cache_dir: Root directory of the trajectory cache.
         seed: Data seed: trajectories of each split and the augmentation streams.
-        num_workers: DataLoader worker processes (0 loads in the main process).
+        num_workers: Worker processes of the validation and test DataLoaders (0 loads in the
+            main process). Training batches are gathered in the main process by
+            :class:`~lit_emergence.data.batches.TrainBatchLoader` (a vectorised gather, no
+            per-sample work), which is what makes a run resumable mid-epoch.
         generation_batch: Scenes simulated together when generating.
         device_batches: Keep the training split on the training device and build the
-            training batches there (:class:`~lit_emergence.data.device.DeviceBatchLoader`)
-            instead of in a CPU DataLoader: no per-step host work or copies, for fast GPU
-            training. Training batches then carry no ``contacts``, ``num_workers`` does not
-            apply to them, and the shuffle and mirror streams differ from the DataLoader's
-            (still seeded by ``seed`` and the rank). Validation and test are unchanged.
+            training batches there instead of on the CPU: no per-step host work or copies, for
+            fast GPU training. The batches are the same (same order, same mirror flags) except
+            that they carry no ``contacts``. Validation and test are unchanged.
 
     """
 
@@ -85,6 +87,16 @@ class ParticleDataModule(pl.LightningDataModule):
         )
         simulation = dataclasses.replace(simulation)  # private copy: the default is shared
         simulation.validate()
+        _require(
+            simulation.num_particles >= 2,
+            f"simulation.num_particles={simulation.num_particles}: training data needs at least "
+            "2 particles (attention passes between particles; collisions need pairs)",
+        )
+        cache = Path(cache_dir)
+        _require(
+            not cache.exists() or cache.is_dir(),
+            f"cache_dir={cache_dir} is a file, not a directory: name a directory",
+        )
         num_frames = simulation.num_frames
         for name, value in (
             ("num_train", num_train),
@@ -232,48 +244,59 @@ class ParticleDataModule(pl.LightningDataModule):
         if not self.datasets:
             raise RuntimeError("call setup() before asking ParticleDataModule for dataloaders")
 
-    def _loader(self, dataset: Any, batch_size: int, train: bool) -> DataLoader:
-        """Build a DataLoader from plain arguments, so Lightning can re-create it under DDP."""
+    def _loader(self, dataset: Any, batch_size: int) -> DataLoader:
+        """An evaluation DataLoader of plain arguments (Lightning re-creates it under DDP)."""
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=train,
-            drop_last=train,
+            shuffle=False,
             num_workers=self.num_workers,
             collate_fn=passthrough_collate,
             persistent_workers=self.num_workers > 0,
-            # Own generator: shuffling neither uses nor disturbs the global random state.
-            generator=torch.Generator().manual_seed(self.seed) if train else None,
+            # Own generator: starting an iterator draws a worker seed from it, and from the
+            # global random state without one, which would shift training's random draws
+            # whenever validation runs (and differ between a resumed and an unbroken run).
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def _evaluation_loaders(self, split: str) -> list[DataLoader]:
         self._require_setup()
         rollout = self.rollout_datasets[split]
         return [
-            self._loader(self.datasets[split], self.batch_size, train=False),
-            self._loader(rollout, min(self.batch_size, len(rollout)), train=False),
+            self._loader(self.datasets[split], self.batch_size),
+            self._loader(rollout, min(self.batch_size, len(rollout))),
         ]
 
-    def train_dataloader(self) -> DataLoader | DeviceBatchLoader:
-        """Shuffled one-step batches; the last incomplete batch is dropped.
+    def train_dataloader(self) -> TrainBatchLoader:
+        """Shuffled one-step batches, resumable mid-epoch; the last incomplete batch is dropped.
 
-        With ``device_batches`` a :class:`~lit_emergence.data.device.DeviceBatchLoader` on the
-        trainer's device (CPU without a trainer) that shards the samples across ranks itself.
+        A :class:`~lit_emergence.data.batches.TrainBatchLoader` that shards the samples across
+        DDP ranks itself, on the CPU, or on the trainer's device with ``device_batches``.
         """
         self._require_setup()
-        if not self.device_batches:
-            return self._loader(self.datasets["train"], self.batch_size, train=True)
         trainer = self.trainer
+        rank = trainer.global_rank if trainer is not None else 0
+        world_size = trainer.world_size if trainer is not None else 1
+        dataset = self.datasets["train"]
+        if not self.device_batches:
+            return TrainBatchLoader(
+                dataset,
+                self.batch_size,
+                seed=self.seed,
+                rank=rank,
+                world_size=world_size,
+                with_contacts=True,
+            )
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         if self._device_arrays is None or self._device_arrays[0] != device:
-            self._device_arrays = (device, device_arrays(self.datasets["train"], device))
-        return DeviceBatchLoader(
-            self.datasets["train"],
+            self._device_arrays = (device, device_arrays(dataset, device))
+        return TrainBatchLoader(
+            dataset,
             self.batch_size,
             device,
             seed=self.seed,
-            rank=trainer.global_rank if trainer is not None else 0,
-            world_size=trainer.world_size if trainer is not None else 1,
+            rank=rank,
+            world_size=world_size,
             arrays=self._device_arrays[1],
         )
 

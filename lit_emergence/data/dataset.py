@@ -165,7 +165,7 @@ def one_step_batch(
 
     Plain torch indexing with no host synchronisation, so the same code builds CPU batches
     (:class:`OneStepDataset`) and batches on the training device
-    (:class:`~lit_emergence.data.device.DeviceBatchLoader`).
+    (:class:`~lit_emergence.data.batches.TrainBatchLoader`).
 
     Args:
         positions: float32 (S, T, N, 2) positions of the split.

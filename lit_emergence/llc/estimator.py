@@ -419,6 +419,42 @@ def _check_settings(**settings: Any) -> None:
         raise ValueError(f"rmsprop_eps={settings['rmsprop_eps']} must be > 0, e.g. 0.1")
 
 
+def check_sampling_settings(
+    *,
+    num_chains: int,
+    num_draws: int,
+    num_burnin: int,
+    step_size: float | Mapping[str, float],
+    localization: float | Mapping[str, float],
+    sampler: str,
+    n_beta: float | None = None,
+) -> None:
+    """Check sampling settings before any work, with the messages :func:`estimate_llc_many` gives.
+
+    Raises:
+        ValueError: One line naming the setting, its value and the rule.
+    """
+    _check_settings(
+        sampler=sampler,
+        num_chains=num_chains,
+        num_draws=num_draws,
+        num_burnin=num_burnin,
+        thinning=1,
+        divergence_factor=1.0,
+        rmsprop_alpha=0.0,
+        rmsprop_eps=1.0,
+    )
+    for setting, value, allow_zero in (
+        ("step_size", step_size, False),
+        ("localization", localization, True),
+    ):
+        _per_restriction(
+            setting, value, list(value) if isinstance(value, Mapping) else [setting], allow_zero
+        )
+    if n_beta is not None and not (math.isfinite(n_beta) and n_beta > 0):
+        raise ValueError(f"n_beta={n_beta} must be finite and > 0, or null for the default")
+
+
 def _per_restriction(
     setting: str, value: float | Mapping[str, float], names: list[str], allow_zero: bool
 ) -> list[float]:

@@ -117,6 +117,12 @@ class SimulationConfig:
             ValueError: One line naming the offending setting and what to change.
 
         """
+        numbers = ("radius", "radius_spread", "mass", "box_width", "box_height", "gravity")
+        numbers += ("stiffness", "restitution", "init_speed", "init_gap")
+        for name in numbers:
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise ValueError(f"SimulationConfig: {name}={value} must be a finite number")
         checks = [
             (self.num_particles >= 1, f"num_particles={self.num_particles} must be >= 1"),
             (self.radius > 0, f"radius={self.radius} must be > 0"),
@@ -146,7 +152,7 @@ class SimulationConfig:
             if not ok:
                 raise ValueError(f"SimulationConfig: {message}")
         if self.dt is not None:
-            if not self.dt > 0:
+            if not (math.isfinite(self.dt) and self.dt > 0):
                 raise ValueError(
                     f"SimulationConfig: dt={self.dt} must be > 0, or None for contact_duration/30"
                 )

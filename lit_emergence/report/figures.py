@@ -422,10 +422,16 @@ def figure3(
         Unavailable: If no example head exists.
     """
     panels = []
+    layers, heads = snapshot.attention.shape[1:3]
     for head_class in reversed(HEAD_CLASSES):  # strongest first
         summary = examples.get(head_class)
         if summary is None:
             continue
+        if summary.layer >= layers or summary.head >= heads:
+            raise Unavailable(
+                f"the histories name {summary.label}, but the checkpoint's model has {layers} "
+                f"blocks of {heads} heads: they are not from the same model"
+            )
         for sample, state in enumerate(STATES):
             panels.append(
                 AttentionPanel(
