@@ -27,11 +27,13 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 import yaml
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -45,6 +47,7 @@ from lit_emergence.resume import (
     RandomStateCheckpoint,
     ResumePoint,
     RunCSVLogger,
+    SafeCheckpointIO,
     read_resume_point,
     save_wandb_run_id,
     wandb_run_id,
@@ -135,6 +138,28 @@ class OneLineErrorParser(LightningArgumentParser):
         """Print ``lit-emergence: error: <message>`` and exit with status 2."""
         sys.stderr.write(f"{PROGRAM}: error: {_one_line(message)}\n")
         raise SystemExit(2)
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    """The run directory is, or can be made, a writable directory.
+
+    Raises:
+        ValueError: One line naming the file in the way or the folder that cannot be written.
+    """
+    existing = next(p for p in (run_dir, *run_dir.parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        raise ValueError(
+            f"run directory {run_dir}: {existing} is a file, not a directory; choose another "
+            "--run_dir or --run_root"
+        )
+    try:  # a real write: permission bits do not stop root, a read-only mount does
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"run directory {run_dir}: cannot write in {existing} ({error.strerror}); choose "
+            "another --run_dir or --run_root"
+        ) from None
 
 
 def resolve_run_dir(run_dir: str | None, run_root: str, run_name: str) -> str:
@@ -292,6 +317,10 @@ class LitEmergenceCLI(LightningCLI):
         config.run_dir = resolve_run_dir(config.run_dir, config.run_root, config.run_name)
         os.environ[RUN_DIR_ENV] = config.run_dir
         config.trainer.default_root_dir = config.run_dir
+        try:
+            _check_run_dir(Path(config.run_dir))
+        except ValueError as error:
+            self._parser(self.subcommand).error(str(error))
 
     def _parse_ckpt_path(self) -> None:
         """Check the checkpoint to resume from before LightningCLI reads its hyperparameters."""
@@ -354,7 +383,7 @@ class LitEmergenceCLI(LightningCLI):
 
     @staticmethod
     def _check_trainer(trainer: Trainer) -> None:
-        """Trainer settings Lightning accepts but fails on mid-run, and the run directory."""
+        """Trainer settings Lightning accepts but fails on mid-run."""
         interval = trainer.val_check_interval
         if isinstance(interval, int | float) and not interval > 0:
             raise ValueError(
@@ -364,18 +393,6 @@ class LitEmergenceCLI(LightningCLI):
         clip = trainer.gradient_clip_val
         if clip is not None and not (math.isfinite(float(clip)) and float(clip) >= 0):
             raise ValueError(f"trainer.gradient_clip_val={clip} must be finite and >= 0 (or null)")
-        run_dir = Path(trainer.default_root_dir)
-        existing = next(p for p in (run_dir, *run_dir.parents) if p.exists() or p == p.parent)
-        if not existing.is_dir():
-            raise ValueError(
-                f"run directory {run_dir}: {existing} is a file, not a directory; choose another "
-                "--run_dir or --run_root"
-            )
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise ValueError(
-                f"run directory {run_dir}: {existing} is not writable; choose another --run_dir "
-                "or --run_root"
-            )
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Add the run's loggers and point checkpoints into the run directory."""
@@ -386,6 +403,8 @@ class LitEmergenceCLI(LightningCLI):
         # Global random states travel in every checkpoint, so a resumed run draws as it would
         # have (dropout, user code); the data order is the training loader's own state.
         trainer.callbacks.append(RandomStateCheckpoint())
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own
+            trainer.strategy.checkpoint_io = SafeCheckpointIO()
         for logger in trainer.loggers:
             if isinstance(logger, RunCSVLogger):
                 logger.bind(trainer)
@@ -430,9 +449,13 @@ _WRITE_FAILURES = {
     errno.EDQUOT,
     errno.EROFS,
     errno.EACCES,
+    errno.EPERM,
     errno.EFBIG,
     errno.EIO,
 }
+
+
+_NOT_PERMITTED = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 def _failed_path(error: OSError) -> Path | None:
@@ -464,9 +487,10 @@ def _write_failure(error: OSError) -> NoReturn:
         free = f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free there"
     except OSError:
         free = "free space unknown"
+    remedy = "make it writable" if error.errno in _NOT_PERMITTED else "free some space"
     sys.stderr.write(
         f"{PROGRAM}: error: cannot write {path}: {error.strerror or error} ({free}); everything "
-        "written before is intact: free some space and resume with --ckpt_path last\n"
+        f"written before is intact: {remedy} and resume with --ckpt_path last\n"
     )
     raise SystemExit(1)
 

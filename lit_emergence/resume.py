@@ -14,12 +14,17 @@ schedulers, loop counters, callback states, and the position of a stateful train
   SIGKILL loses no row), tags each row with the training batch during which it was logged
   (column ``train_batch``; 0 before the first batch), and on resume keeps the rows of the
   batches up to the checkpoint and drops the rest, which the resumed run logs again;
+* :class:`SafeCheckpointIO` writes each checkpoint to a temporary file beside it, fsyncs it
+  and moves it into place, and raises when that fails (Lightning's own writer, through
+  ``fsspec``, can fail silently on a folder it cannot write, and the run goes on without
+  checkpoints);
 * :func:`wandb_run_id` and :func:`save_wandb_run_id` give a run directory one W&B run id for
   life, so a resumed run continues the same W&B run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -33,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
@@ -135,6 +141,35 @@ class RandomStateCheckpoint(Callback):
         random.setstate(state_dict["python"])
         if "cuda" in state_dict and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written whole or not at all, and a write that fails stops the run.
+
+    The checkpoint is saved to ``.<name>.tmp`` in its folder, flushed to the disk, then moved
+    over the old file in one step: a crash or a full disk mid-write leaves the previous
+    checkpoint intact. A failure raises an :class:`OSError` naming the checkpoint's path.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None
+    ) -> None:
+        """Save ``checkpoint`` to ``path`` atomically."""
+        if storage_options is not None:
+            raise TypeError("SafeCheckpointIO takes no storage_options")
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tmp.open("wb") as handle:
+                torch.save(checkpoint, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise OSError(error.errno, error.strerror or str(error), str(path)) from error
 
 
 class _RowByRowWriter(ExperimentWriter):

@@ -30,6 +30,7 @@ from lit_emergence.callbacks import (
     AttentionDistanceMonitor,
     CollisionDetectionMonitor,
     LogSchedule,
+    MeasurementCallback,
 )
 from lit_emergence.cli import main
 from lit_emergence.module import LearnedSimulator
@@ -356,3 +357,26 @@ def test_sigkill_and_resume_keeps_every_scheduled_step_exactly_once(in_tmp_dir):
     assert len(keys) == len(set(keys))
     config = yaml.safe_load((in_tmp_dir / "runs/q/config.yaml").read_text())
     assert config["run_dir"] == "runs/q"
+
+
+class _NormMonitor(MeasurementCallback):
+    """A history of one's own: the parameter norm, named by ``history_file`` alone."""
+
+    history_file = "parameter_norm.csv"
+
+    def fieldnames(self, trainer, pl_module):
+        return ["step", "lr_integral", "norm"]
+
+    def measure(self, trainer, pl_module, probe, step):
+        norm = torch.sqrt(sum((p.double() ** 2).sum() for p in pl_module.parameters()))
+        return [{"norm": float(norm)}]
+
+
+def test_a_monitor_of_ones_own_needs_only_a_file_name(tmp_path):
+    schedule = LogSchedule(points_per_decade=1)
+    train(tmp_path, [_NormMonitor(schedule=schedule, num_probe_samples=4)], steps=10)
+    rows = read_rows(tmp_path / "run" / "emergence" / "parameter_norm.csv")
+    assert [int(row["step"]) for row in rows] == [0, 1, 10]
+    assert (tmp_path / "run" / "emergence" / "probe_parameter_norm.pt").is_file()
+    with pytest.raises(TypeError, match="must set history_spec or history_file"):
+        _ = type("Nameless", (MeasurementCallback,), {})().history_file

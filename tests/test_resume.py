@@ -371,3 +371,51 @@ def test_sigkill_at_random_moments_inside_llc_estimates_and_checkpoint_writes(tm
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         _assert_same_run(tmp_path / "whole", tmp_path / name, steps=30)
     assert killed >= 1
+
+
+def _chattr(flag: str, path: Path) -> bool:
+    """Set or clear the immutable flag (which stops even root); False where unsupported."""
+    result = subprocess.run(["chattr", flag, str(path)], capture_output=True)
+    return result.returncode == 0
+
+
+@pytest.fixture
+def immutable(tmp_path):
+    """Make folders read-only for everyone, root included; undone after the test."""
+    frozen: list[Path] = []
+
+    def freeze(path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        if not _chattr("+i", path):
+            pytest.skip("chattr +i is not supported on this file system")
+        frozen.append(path)
+
+    yield freeze
+    for path in frozen:
+        _chattr("-i", path)
+
+
+def test_a_read_only_run_root_is_refused_before_any_work(uninterrupted, immutable):
+    cwd = uninterrupted
+    immutable(cwd / "locked")
+    result = _fit(cwd, "--config", "run.yaml", "--run_root", "locked")
+    assert result.returncode == 2
+    [line] = _error_lines(result)
+    assert "cannot write in locked" in line
+    assert list((cwd / "locked").iterdir()) == []
+
+
+def test_a_read_only_checkpoint_folder_stops_the_run_in_one_line(uninterrupted, immutable):
+    cwd = uninterrupted
+    immutable(cwd / "frozen" / "checkpoints")  # the histories can be written, checkpoints not
+    result = _fit(cwd, "--config", "run.yaml", "--run_dir", "frozen")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "cannot write" in errors[0] and "checkpoints" in errors[0]
+    assert len(load_run(cwd / "frozen").history("collision")) > 0
+    _chattr("-i", cwd / "frozen" / "checkpoints")
+    config = str(cwd / "frozen" / "config.yaml")
+    fresh = _fit(cwd, "--config", config, "--ckpt_path", "last", "--if_no_checkpoint", "start")
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    _assert_same_run(cwd / "whole", cwd / "frozen")

@@ -46,7 +46,8 @@ class MeasurementCallback(Callback):
     """Base class: measure at scheduled steps on a fixed probe set and persist a history.
 
     Subclasses set :attr:`history_spec` (which file of ``emergence/`` they write, from
-    :mod:`lit_emergence.records.schema`) and implement :meth:`fieldnames` and :meth:`measure`.
+    :mod:`lit_emergence.records.schema`; a history of your own may set just
+    ``history_file = "mine.csv"``) and implement :meth:`fieldnames` and :meth:`measure`.
     Other callbacks can receive each measurement's rows as they are written
     (:meth:`add_listener`), without reading the file back.
 
@@ -61,7 +62,7 @@ class MeasurementCallback(Callback):
         log_images: Log figures to image-capable loggers (W&B) as well as scalars.
     """
 
-    history_spec: HistorySpec
+    history_spec: HistorySpec | None = None
     #: Which split ``datamodule.probe_batch`` draws from.
     probe_split: str = "val"
     #: Split the probe set across DDP ranks (False: every rank gets all of it).
@@ -96,7 +97,25 @@ class MeasurementCallback(Callback):
     @property
     def history_file(self) -> str:
         """File name of the history inside ``RUN_DIR/emergence/``."""
-        return self.history_spec.file
+        return self.spec.file
+
+    @property
+    def spec(self) -> HistorySpec:
+        """What the history is: :attr:`history_spec`, or one made from ``history_file``."""
+        if self.history_spec is not None:
+            return self.history_spec
+        if isinstance(getattr(type(self), "history_file", None), property):
+            raise TypeError(
+                f"{type(self).__name__} must set history_spec or history_file (the CSV it writes)"
+            )
+        file = self.history_file  # a subclass's own class attribute
+        return HistorySpec(
+            name=file.removesuffix(".csv"),
+            file=file,
+            writer=type(self).__name__,
+            columns=("step", "lr_integral"),
+            required=("step",),
+        )
 
     def add_listener(self, listener: RowsListener) -> None:
         """Call ``listener(history_spec, rows)`` with the rows of every measurement written.
@@ -174,7 +193,7 @@ class MeasurementCallback(Callback):
         emergence_dir = self.run_dir(trainer) / EMERGENCE_DIR
         self.probe = select_probe_set(
             trainer,
-            emergence_dir / self.history_spec.probe_file,
+            emergence_dir / self.spec.probe_file,
             num_samples=self.num_probe_samples,
             seed=self.probe_seed,
             explicit=self.explicit_probe,
@@ -235,7 +254,7 @@ class MeasurementCallback(Callback):
         assert self.history is not None
         self.history.append(rows)
         for listener in self._listeners:
-            listener(self.history_spec, rows)
+            listener(self.spec, rows)
         self.log_measurement(trainer, pl_module, rows, step)
 
 
