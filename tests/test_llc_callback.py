@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import lightning.pytorch as pl
 import pytest
 import torch
 from conftest import read_rows, run_single_and_ddp, tiny_config, train
+from torch.utils.data import DataLoader, TensorDataset
 
 from lit_emergence.callbacks import LLCMonitor, LogSchedule
 
@@ -54,3 +56,111 @@ def test_llc_components_split_across_ddp_ranks_and_gathered(write_config, in_tmp
     for a, b in zip(single, ddp, strict=True):
         assert a["step"] == b["step"]
         assert float(a["llc_mean"]) == pytest.approx(float(b["llc_mean"]), rel=1e-4, abs=1e-6)
+
+
+class _MultiheadBlock(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+
+
+class _ForeignModel(torch.nn.Module):
+    """Blocks whose attention is torch's, not ParticleTransformer's layout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = torch.nn.ModuleList([_MultiheadBlock()])
+
+
+@pytest.mark.parametrize(
+    ("model", "named"),
+    [(torch.nn.Linear(2, 2), "Linear has no blocks"), (_ForeignModel(), "MultiheadAttention")],
+    ids=["no-blocks", "multihead-attention"],
+)
+def test_per_head_llc_on_a_model_it_cannot_split_is_a_clear_error(tmp_path, model, named):
+    # Never a silent fall-back to the whole model, never an AttributeError.
+    from lit_emergence.gauge import head_invariants
+    from lit_emergence.llc import attention_head_restrictions
+
+    with pytest.raises(ValueError, match=named):
+        attention_head_restrictions(model)
+    with pytest.raises(ValueError, match=named):
+        head_invariants(model)
+    monitor = LLCMonitor(per_head=True, model_fn=lambda pl_module: model)
+    with pytest.raises(ValueError, match=rf"LLCMonitor\(per_head=True\): .*{named}"):
+        train(tmp_path, [monitor], steps=1)
+    assert not (tmp_path / "run" / "emergence" / "llc.csv").exists()
+
+
+class _PairRegression(pl.LightningModule):
+    """Linear regression trained on (x, y) tuple batches, as most people's models are."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = torch.nn.Linear(4, 2)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.model(x), y)
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+class _PairData(pl.LightningDataModule):
+    def __init__(self) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(128, 4, generator=generator)
+        y = x @ torch.randn(4, 2, generator=generator) + 0.1 * torch.randn(
+            128, 2, generator=generator
+        )
+        self.data = TensorDataset(x, y)
+
+    def train_dataloader(self):
+        return DataLoader(self.data, batch_size=32)
+
+    def val_dataloader(self):
+        return DataLoader(self.data, batch_size=32)
+
+
+def test_llc_monitor_takes_tuple_batches_without_any_adapter(tmp_path):
+    monitor = LLCMonitor(
+        per_head=False,
+        num_chains=2,
+        num_draws=20,
+        num_burnin=5,
+        batch_size=32,
+        num_batches=2,
+        schedule=LogSchedule(points_per_decade=1),
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=10,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[monitor],
+        default_root_dir=str(tmp_path),
+    )
+    trainer.fit(_PairRegression(), datamodule=_PairData())
+    rows = read_rows(tmp_path / "emergence" / "llc.csv")
+    assert [(int(r["step"]), r["component"]) for r in rows] == [
+        (0, "model"),
+        (1, "model"),
+        (10, "model"),
+    ]
+    assert all(math.isfinite(float(r["llc_mean"])) for r in rows)
+
+
+def test_a_probe_batch_of_another_shape_is_a_clear_error():
+    from lit_emergence.callbacks.probe import _tensors_only
+
+    assert set(_tensors_only((torch.zeros(2, 3), torch.ones(2)))) == {"inputs", "target"}
+    with pytest.raises(ValueError, match="an \\(inputs, target\\) pair"):
+        _tensors_only("not a batch")

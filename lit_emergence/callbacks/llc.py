@@ -27,7 +27,8 @@ def _mse_to_target(outputs: Tensor, batch: Mapping[str, Tensor]) -> Tensor:
 
 
 def _features(batch: Mapping[str, Tensor]) -> tuple:
-    return (batch["features"],)
+    # A ParticleDataModule batch, or an (inputs, target) pair as the probe set names it.
+    return (batch["features"] if "features" in batch else batch["inputs"],)
 
 
 def _default_model(pl_module: LightningModule) -> nn.Module:
@@ -35,9 +36,12 @@ def _default_model(pl_module: LightningModule) -> nn.Module:
 
 
 def _default_restrictions(model: nn.Module, per_head: bool) -> dict[str, Restriction]:
-    if per_head and hasattr(model, "blocks"):
+    if not per_head:
+        return {WHOLE_MODEL: None}
+    try:  # never a silent fall-back to the whole model
         return attention_head_restrictions(model, include_model=True)
-    return {WHOLE_MODEL: None}
+    except ValueError as error:
+        raise ValueError(f"LLCMonitor(per_head=True): {error}, or set per_head=false") from None
 
 
 class LLCMonitor(MeasurementCallback):
@@ -73,7 +77,8 @@ class LLCMonitor(MeasurementCallback):
         model_fn: ``pl_module -> nn.Module`` whose parameters are sampled (default
             ``pl_module.model`` if present, else ``pl_module``).
         loss_fn: ``(outputs, batch) -> loss`` (default MSE against ``batch["target"]``).
-        inputs_fn: ``batch -> tuple`` of model inputs (default ``(batch["features"],)``).
+        inputs_fn: ``batch -> tuple`` of model inputs (default ``(batch["features"],)``, or
+            ``(inputs,)`` for datamodules whose batches are ``(inputs, target)`` pairs).
         restrictions_fn: ``model -> {name: restriction}``, overriding ``per_head``.
         image_schedule: Steps at which loss-trace figures are logged (default 0, 10, 100, ...).
         schedule: When to estimate (default :class:`LogSchedule` with 2 points per decade).
@@ -152,6 +157,11 @@ class LLCMonitor(MeasurementCallback):
     def fieldnames(self, trainer: Trainer, pl_module: LightningModule) -> Sequence[str]:
         """History columns."""
         return list(LLC.columns)
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Check the components can be built on this model before anything is measured."""
+        self._restrictions(self.model_fn(pl_module))
+        super().on_fit_start(trainer, pl_module)
 
     def _restrictions(self, model: nn.Module) -> dict[str, Restriction]:
         if self.restrictions_fn is not None:

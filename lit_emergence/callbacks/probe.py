@@ -17,6 +17,7 @@ Where it comes from, first match wins:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -58,7 +59,21 @@ class ProbeSet:
             yield {k: v[start : start + batch_size] for k, v in self.tensors.items()}
 
 
-def _tensors_only(batch: Mapping[str, object]) -> dict[str, Tensor]:
+def _tensors_only(batch: object) -> dict[str, Tensor]:
+    """A batch as a dict of CPU tensors: a dict as it is, ``(inputs, target)`` named so.
+
+    Raises:
+        ValueError: For a batch of another shape (pass ``probe=`` to the callback instead).
+    """
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        batch = {field.name: getattr(batch, field.name) for field in dataclasses.fields(batch)}
+    elif isinstance(batch, list | tuple) and len(batch) == 2:
+        batch = dict(zip(("inputs", "target"), batch, strict=True))
+    if not isinstance(batch, Mapping):
+        raise ValueError(
+            f"a probe batch must be a dict, an (inputs, target) pair or a dataclass of tensors, "
+            f"got {type(batch).__name__}; pass probe=<dict of tensors> to the callback"
+        )
     return {k: v.detach().cpu() for k, v in batch.items() if isinstance(v, Tensor)}
 
 

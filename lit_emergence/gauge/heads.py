@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from lit_emergence.model import block_attentions
+
 __all__ = ["HeadWeights", "attention_modules", "read_heads", "write_heads"]
 
 
@@ -46,15 +48,10 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
         ValueError: If the model has no such blocks.
 
     """
-    blocks = getattr(model, "blocks", None)
-    if blocks is None:
-        blocks = getattr(getattr(model, "model", None), "blocks", None)
-    if blocks is None or not all(hasattr(block, "attn") for block in blocks):
-        raise ValueError(
-            f"{type(model).__name__} has no blocks[l].attn; pass a ParticleTransformer "
-            "or a LearnedSimulator"
-        )
-    return [block.attn for block in blocks]
+    try:
+        return block_attentions(model)
+    except ValueError as error:
+        raise ValueError(f"{error}; pass a ParticleTransformer or a LearnedSimulator") from None
 
 
 @dataclass

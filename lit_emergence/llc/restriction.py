@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from lit_emergence.model import block_attentions
 from lit_emergence.records.schema import WHOLE_MODEL, llc_component
 
 __all__ = [
@@ -131,7 +132,7 @@ def attention_head_restriction(model: nn.Module, layer: int, head: int) -> dict[
     if blocks is None or not 0 <= layer < len(blocks):
         count = 0 if blocks is None else len(blocks)
         raise ValueError(f"layer={layer} is out of range; the model has {count} blocks")
-    attn = blocks[layer].attn
+    attn = block_attentions(model)[layer]
     if not 0 <= head < attn.n_heads:
         raise ValueError(f"head={head} is out of range; block {layer} has {attn.n_heads} heads")
     prefix = next(name for name, module in model.named_modules() if module is attn)
@@ -167,9 +168,13 @@ def attention_head_restrictions(
         ``"l{layer}h{head}" -> masks`` for every block and head.
 
     """
+    try:
+        attentions = block_attentions(model)
+    except ValueError as error:
+        raise ValueError(f"{error}; give the heads' restrictions yourself") from None
     restrictions: dict[str, Restriction] = {WHOLE_MODEL: None} if include_model else {}
-    for layer, block in enumerate(model.blocks):
-        for head in range(block.attn.n_heads):
+    for layer, attn in enumerate(attentions):
+        for head in range(attn.n_heads):
             name = llc_component(layer, head)
             restrictions[name] = attention_head_restriction(model, layer, head)
     return restrictions
