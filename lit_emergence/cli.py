@@ -42,6 +42,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lit_emergence.data import ParticleDataModule
 from lit_emergence.module import LearnedSimulator
+from lit_emergence.records.files import replace_text
 from lit_emergence.records.schema import CHECKPOINT_DIR, LAST_CHECKPOINT
 from lit_emergence.resume import (
     RandomStateCheckpoint,
@@ -227,9 +228,7 @@ class RunConfigSaver(SaveConfigCallback):
                         f"({', '.join(changed[:6])}{', ...' if len(changed) > 6 else ''}): "
                         f"saved as {path.name}\n"
                     )
-                tmp = path.with_suffix(".yaml.tmp")
-                tmp.write_text(text)
-                os.replace(tmp, path)
+                replace_text(path, text)
             self.saved_path = path
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger) and logger.version:
@@ -453,35 +452,13 @@ _WRITE_FAILURES = {
     errno.EFBIG,
     errno.EIO,
 }
-
-
 _NOT_PERMITTED = {errno.EACCES, errno.EPERM, errno.EROFS}
-
-
-def _failed_path(error: OSError) -> Path | None:
-    """The file a write failed on: the error's, else the innermost frame's path variable.
-
-    Writes through ``fsspec`` (Lightning's checkpoints) fail without a file name; the frame
-    that opened the file still holds it.
-    """
-    if error.filename:
-        return Path(error.filename)
-    frames = []
-    traceback = error.__traceback__
-    while traceback is not None:
-        frames.append(traceback.tb_frame)
-        traceback = traceback.tb_next
-    for frame in reversed(frames):
-        for name in ("filepath", "urlpath", "path", "filename"):
-            value = frame.f_locals.get(name)
-            if isinstance(value, str | os.PathLike) and str(value):
-                return Path(value)
-    return None
 
 
 def _write_failure(error: OSError) -> NoReturn:
     """Stop a run whose files cannot be written with one line: the path and the free space."""
-    path = _failed_path(error) or Path(".")
+    # The run's own writes (lit_emergence.records.files) name their file.
+    path = Path(error.filename) if error.filename else Path(".")
     folder = next((p for p in (path, *path.parents) if p.is_dir()), Path("."))
     try:
         free = f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free there"

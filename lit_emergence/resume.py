@@ -24,7 +24,6 @@ schedulers, loop counters, callback states, and the position of a stateful train
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import os
@@ -45,6 +44,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from lit_emergence.records.csv import read_rows
+from lit_emergence.records.files import append_text, named_failures, replace_text, replaced
 
 #: Column of ``metrics.csv`` with the training batch during which a row was logged.
 BATCH_COLUMN = "train_batch"
@@ -158,18 +158,10 @@ class SafeCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError("SafeCheckpointIO takes no storage_options")
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
+        with named_failures(path):
             path.parent.mkdir(parents=True, exist_ok=True)
-            with tmp.open("wb") as handle:
-                torch.save(checkpoint, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except OSError as error:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-            raise OSError(error.errno, error.strerror or str(error), str(path)) from error
+        with replaced(path, "wb") as handle:
+            torch.save(checkpoint, handle)
 
 
 class _RowByRowWriter(ExperimentWriter):
@@ -199,25 +191,20 @@ class _RowByRowWriter(ExperimentWriter):
             rows = read_rows(path).rows if path.is_file() else []
             self._write_all([*rows, *self.metrics])
         else:
-            with path.open("a", newline="") as handle:
-                csv.DictWriter(handle, fieldnames=self.metrics_keys).writerows(self.metrics)
-                handle.flush()
-                os.fsync(handle.fileno())
+            append_text(path, self._render(self.metrics))
         self.metrics = []
 
     def _write_all(self, rows: list[dict[str, Any]]) -> None:
         """Replace the file atomically with ``rows`` under the current header."""
-        path = Path(self.metrics_file_path)
+        replace_text(self.metrics_file_path, self._render(rows, header=True))
+
+    def _render(self, rows: list[dict[str, Any]], header: bool = False) -> str:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=self.metrics_keys)
-        writer.writeheader()
+        if header:
+            writer.writeheader()
         writer.writerows(rows)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with tmp.open("w", newline="") as handle:
-            handle.write(buffer.getvalue())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        return buffer.getvalue()
 
 
 def _batch_of(row: dict[str, str]) -> int:
@@ -282,6 +269,4 @@ def save_wandb_run_id(run_dir: str | os.PathLike, run_id: str) -> None:
     path = Path(run_dir) / WANDB_ID_FILE
     if path.is_file() and path.read_text().strip() == run_id:
         return
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(run_id + "\n")
-    os.replace(tmp, path)
+    replace_text(path, run_id + "\n")

@@ -133,11 +133,10 @@ class CollisionDetectionMonitor(MeasurementCallback):
             "impact": ("contacts", "velocity_change"),
         }
         missing = [key for key in needs[variant] if key not in batch]
-        reason = f"the probe lacks {missing}"
         if variant == "impact" and (self.gravity is None or self.frame_interval is None):
             missing.append("gravity/frame_interval")
-            reason = f"the probe lacks {missing}"
-        elif variant == "impact" and self.gravity == 0:
+        reason = f"the probe lacks {missing}"
+        if variant == "impact" and not missing and self.gravity == 0:
             # Impacts are departures from free fall measured in units of g * dt: no gravity,
             # no scale. The column stays empty; the other two variants are unaffected.
             missing.append("gravity > 0")

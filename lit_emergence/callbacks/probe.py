@@ -18,7 +18,6 @@ Where it comes from, first match wins:
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,8 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Trainer
 from torch import Tensor
+
+from lit_emergence.records.files import replaced
 
 
 @dataclass
@@ -132,8 +133,7 @@ def select_probe_set(
             tensors = _from_val_dataloader(trainer, num_samples)
         if trainer.is_global_zero:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            torch.save(tensors, tmp)
-            os.replace(tmp, path)
+            with replaced(path, "wb") as handle:
+                torch.save(tensors, handle)
     probe = ProbeSet(tensors)
     return probe.shard(trainer.global_rank, trainer.world_size) if shard else probe

@@ -5,7 +5,9 @@ report read through it, and it imports neither. One concept per module:
 
 * :mod:`~lit_emergence.records.schema` — file names, columns, head and LLC component labels,
   head classes and their default thresholds, time axes;
-* :mod:`~lit_emergence.records.csv` — the crash-safe appending writer and the one reader;
+* :mod:`~lit_emergence.records.files` — crash-safe writes (atomic replace, fsynced append),
+  whose failures name their file;
+* :mod:`~lit_emergence.records.csv` — the appending history writer and the one reader;
 * :mod:`~lit_emergence.records.run` — :func:`load_run`: a run directory as :class:`Run` and
   :class:`History` objects;
 * :mod:`~lit_emergence.records.errors` — a path that is no run, an item that cannot be made.

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lit_emergence.records.files import append_text, replace_text, replaced
+
 
 @dataclass(frozen=True)
 class Rows:
@@ -122,12 +124,8 @@ class CSVHistory:
     def append(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Append rows (missing columns are left empty) in one write, then flush and fsync."""
         text = self._render(rows)
-        if not text:
-            return
-        with self.path.open("a", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+        if text:
+            append_text(self.path, text)
 
     def truncate_after(self, step: int) -> None:
         """Drop every row whose step is greater than ``step`` (atomic rewrite)."""
@@ -160,12 +158,7 @@ class CSVHistory:
         return buffer.getvalue()
 
     def _write_atomically(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with tmp.open("w", newline="") as handle:
-            handle.write(self._render(rows, header=True))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
+        replace_text(self.path, self._render(rows, header=True))
 
     def _check_header_and_repair(self) -> None:
         data = self.path.read_bytes()
@@ -177,7 +170,5 @@ class CSVHistory:
             )
         if not data.endswith(b"\n"):
             # A crash mid-append left a partial row: keep only complete lines.
-            complete = data[: data.rfind(b"\n") + 1]
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            tmp.write_bytes(complete)
-            os.replace(tmp, self.path)
+            with replaced(self.path, "wb") as handle:
+                handle.write(data[: data.rfind(b"\n") + 1])
