@@ -13,8 +13,12 @@ fixed minibatches of simulated data (batch 256), with the same SGLD hyperparamet
 - ``devinterp`` (whole model only, if ``import devinterp`` works; devinterp 1.3.2's
   ``estimate_learning_coeff_with_summary`` with its SGLD; not a project dependency).
 
-Every side prints its wall time and its estimate as mean +- std over chains; the estimates
-must agree within Monte Carlo error (different noise, same distribution).
+Every side prints its time and its estimate as mean +- std over chains; the estimates must
+agree within Monte Carlo error (different noise, same distribution). The vectorised side runs
+like for like: the loop computes no diagnostics, so the localisation check and the MALA
+acceptance are off unless ``--diagnostics`` (which prints what they cost); it keeps the
+activations before each head's block per minibatch (``--no-prefix-cache`` to compare).
+``n_beta`` is ``B / ln B`` on every side, as in the measurements in docs/performance.md.
 
 Examples::
 
@@ -24,7 +28,9 @@ Examples::
         --chains 4 --draws 40 --burnin 10 --head-chains 2 --threads 1   # CPU, a few minutes
 
 On a CPU shared with other jobs, ``--threads 1`` avoids OpenMP oversubscription, which can
-slow small kernels by an order of magnitude (both sides run with the same thread count).
+slow small kernels by an order of magnitude (both sides run with the same thread count), and
+``--clock cpu`` times by the process's CPU time, which other jobs on the machine disturb less
+than wall time (meaningful with one thread only).
 """
 
 from __future__ import annotations
@@ -94,7 +100,22 @@ def parse_args() -> argparse.Namespace:
         help="time devinterp head by head on this many heads (scaled to all heads)",
     )  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    return parser.parse_args()
+    parser.add_argument(
+        "--clock", default="wall", choices=["wall", "cpu"],
+        help="wall time, or the process's CPU time (use with --threads 1 on a shared CPU)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--diagnostics", action="store_true",
+        help="also run the localisation check and the MALA acceptance (the loop has neither)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-prefix-cache", action="store_true",
+        help="recompute the activations before each head's block at every step",
+    )  # fmt: skip
+    args = parser.parse_args()
+    if args.clock == "cpu" and (args.device != "cpu" or args.threads != 1):
+        parser.error("--clock cpu needs --device cpu --threads 1 (CPU time sums over threads)")
+    return args
 
 
 def synchronize(device: str) -> None:
@@ -260,12 +281,16 @@ def devinterp_llc(
 # ---------------------------------------------------------------------------------------------
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+CLOCK = CLOCKS["wall"]
+
+
 def timed(device: str, fn: Callable[[], object]) -> tuple[float, object]:
     synchronize(device)
-    start = time.perf_counter()
+    start = CLOCK()
     out = fn()
     synchronize(device)
-    return time.perf_counter() - start, out
+    return CLOCK() - start, out
 
 
 def describe(estimates: Tensor) -> str:
@@ -279,11 +304,15 @@ def agree(a: Tensor, b: Tensor, sigmas: float = 3.5) -> tuple[bool, float]:
     return gap <= sigmas * error, gap / error if error > 0 else math.inf
 
 
-def sgld_settings(args: argparse.Namespace, num_chains: int) -> dict:
+def sgld_settings(args: argparse.Namespace, num_chains: int, n_beta: float) -> dict:
     """SGLD settings shared by the whole-model and per-head runs (they differ in chains)."""
     return dict(
+        n_beta=n_beta,
         step_size=args.step_size,
         localization=args.localization,
+        localization_check=4.0 if args.diagnostics else None,
+        acceptance_every=4 if args.diagnostics else None,
+        cache_prefix=not args.no_prefix_cache,
         num_chains=num_chains,
         num_draws=args.draws,
         num_burnin=args.burnin,
@@ -294,7 +323,7 @@ def sgld_settings(args: argparse.Namespace, num_chains: int) -> dict:
 
 
 def run_whole_model(model, batches, args, n_beta) -> None:
-    common = sgld_settings(args, args.chains)
+    common = sgld_settings(args, args.chains, n_beta)
     # warm-up (allocator, kernels, compilation), not timed
     estimate_llc(model, loss_fn, batches, **{**common, "num_draws": 3, "num_burnin": 0})
     seconds, result = timed(
@@ -305,6 +334,12 @@ def run_whole_model(model, batches, args, n_beta) -> None:
     print(f"vectorised  : {seconds:8.2f} s   llc {describe(result.llc_per_chain)}")
     if result.num_diverged or result.still_climbing:
         print(f"  diverged {result.num_diverged}, trace rise {result.trace_rise:.2f}")
+    if args.diagnostics:
+        print(
+            f"  verdict {result.verdict}, MALA acceptance {result.acceptance:.3f}, "
+            f"at gamma/4 {result.llc_weak_localization:.3f} "
+            f"(shift {result.localization_shift:+.1%})"
+        )
     if not args.skip_loop:
         loop_seconds, loop = timed(
             args.device, lambda: loop_llc(model, batches, None, args.chains, args, n_beta)
@@ -331,7 +366,7 @@ def run_whole_model(model, batches, args, n_beta) -> None:
 
 def run_heads(model, batches, args, n_beta) -> None:
     restrictions = attention_head_restrictions(model, include_model=False)
-    common = sgld_settings(args, args.head_chains)
+    common = sgld_settings(args, args.head_chains, n_beta)
     estimate_llc_many(
         model, loss_fn, batches, restrictions, **{**common, "num_draws": 3, "num_burnin": 0}
     )
@@ -345,6 +380,9 @@ def run_heads(model, batches, args, n_beta) -> None:
         f"{num_heads * args.head_chains} chains x ({args.burnin} + {args.draws}) steps]"
     )
     print(f"vectorised  : {seconds:8.2f} s")
+    if args.diagnostics:
+        verdicts = [r.verdict for r in results.values()]
+        print("  verdicts: " + ", ".join(f"{v} {verdicts.count(v)}" for v in sorted(set(verdicts))))
     if args.devinterp_heads > 0:
         devinterp_heads(model, batches, args, n_beta, results, seconds)
     if args.skip_loop:
@@ -412,6 +450,8 @@ def devinterp_heads(model, batches, args, n_beta, results, vectorised_seconds) -
 
 def main() -> None:
     args = parse_args()
+    global CLOCK
+    CLOCK = CLOCKS[args.clock]
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.compile:
@@ -433,7 +473,8 @@ def main() -> None:
         f"gamma {args.localization:g}, eps {args.step_size:g}; device {args.device} "
         f"({device_name}), torch threads {torch.get_num_threads()}, compile {args.compile}, "
         f"cuda graph {args.cuda_graph}, "
-        f"tf32 {args.tf32}"
+        f"tf32 {args.tf32}, diagnostics {args.diagnostics}, "
+        f"prefix cache {not args.no_prefix_cache}, clock {args.clock}"
     )
     if args.mode in ("model", "both"):
         run_whole_model(model, batches, args, n_beta)

@@ -1,6 +1,6 @@
 """``python -m lit_emergence`` does what the ``lit-emergence`` console script does."""
 
-from lit_emergence.cli import main
+from lit_emergence.cli import MODULE_PROGRAM, main
 
 if __name__ == "__main__":
-    main()
+    main(prog=MODULE_PROGRAM)

@@ -28,14 +28,23 @@ Events, each fired at most once per head (``docs/detection.md`` has the reasonin
 * ``partial`` / ``true`` — the score is at or above ``partial_threshold`` /
   ``true_threshold`` for ``persistence`` consecutive measurements (a single noisy crossing
   does not count).
+* ``phase`` — the head detects collisions low in the box but not high up (the paper's first
+  phase), from the ``score_band<k>`` columns (score per band of query height, band 0 at the
+  floor): for ``persistence`` consecutive measurements the lowest band with a score is at or
+  above ``true_threshold`` and the highest band with a score is below it. ``value`` is the
+  height, as a fraction of the box height, below which the head is true (the lower edge of the
+  first band with a score below the threshold).
+* ``phase_end`` — after a ``phase``, the condition has failed for ``persistence`` consecutive
+  measurements: the high bands became true too (the second phase: ``value`` 1) or the low
+  bands fell below the threshold (``value`` as for ``phase``).
 
 Two steps belong to each event: ``step``, the measurement at which the evidence was complete
 (when a live detector knows), and ``event_step``, the step the event refers to (for
-``onset``, ``partial`` and ``true`` the first measurement of the persistent run, for
-``power_law`` the start of the window). The lead time of a head that became a true collision
-head (:func:`lead_times`) is ``event_step`` of its ``true`` event (when it reached the
-threshold) minus ``step`` of its earliest warning (when it was flagged): how many steps of
-warning the detector gave.
+``onset``, ``partial``, ``true``, ``phase`` and ``phase_end`` the first measurement of the
+persistent run, for ``power_law`` the start of the window). The lead time of a head that
+became a true collision head (:func:`lead_times`) is ``event_step`` of its ``true`` event (when
+it reached the threshold) minus ``step`` of its earliest warning (when it was flagged): how
+many steps of warning the detector gave.
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ from lit_emergence.records.schema import (
     OBSERVABLE_BY_NAME,
     TIME_COLUMNS,
     TimeAxis,
+    band_columns,
     head_label,
 )
 
@@ -71,7 +81,7 @@ __all__ = [
 ]
 
 #: Event names, in the order in which a developing head normally passes them.
-EVENTS: tuple[str, ...] = ("onset", "power_law", "partial", "true")
+EVENTS: tuple[str, ...] = ("onset", "power_law", "partial", "phase", "true", "phase_end")
 #: Events that count as a warning before a head becomes a true collision head.
 WARNING_EVENTS: tuple[str, ...] = ("onset", "power_law", "partial")
 #: Columns of ``emergence/events.csv``.
@@ -185,8 +195,9 @@ class EmergenceEvent:
         event_step: The step the event refers to (first measurement of the persistent run,
             or the start of the power-law window); ``event_step <= step``.
         event_lr_integral: Gradient-flow time at ``event_step``.
-        value: The score at ``event_step`` (``onset``, ``partial``, ``true``) or the fitted
-            exponent ``p`` (``power_law``).
+        value: The score at ``event_step`` (``onset``, ``partial``, ``true``), the fitted
+            exponent ``p`` (``power_law``), or the fraction of the box height below which the
+            head is true at ``event_step`` (``phase``, ``phase_end``).
         detail: A readable one-line explanation.
     """
 
@@ -316,10 +327,43 @@ def _trailing_power_law(
 
 
 # ------------------------------------------------------------------------------ the tracker
+@dataclass(frozen=True)
+class _BandState:
+    """Where a head is true by height at one measurement (from its band scores)."""
+
+    low_only: bool  # the lowest band with a score is true, the highest is not
+    true_below: float  # fraction of the box height below which every scored band is true
+    summary: str  # the band scores, for the event's detail
+
+
+def _band_state(row: Mapping[str, Any], true_threshold: float) -> _BandState | None:
+    """The band state of a collision-history row; None without two bands that have a score."""
+    columns = band_columns(row.keys())
+    scores = [_to_float(row[column]) for column in columns]
+    scored = [k for k, score in enumerate(scores) if math.isfinite(score)]
+    if len(scored) < 2:
+        return None
+    is_true = {k: scores[k] >= true_threshold for k in scored}
+    first_false = next((k for k in scored if not is_true[k]), len(scores))
+    summary = ", ".join("-" if not math.isfinite(v) else f"{v:.3f}" for v in scores)
+    return _BandState(
+        low_only=is_true[scored[0]] and not is_true[scored[-1]],
+        true_below=first_false / len(scores),
+        summary=f"band scores {summary} (band 0 at the floor)",
+    )
+
+
+def _to_float(value: Any) -> float:
+    return math.nan if value in ("", None) else float(value)
+
+
 @dataclass
 class _HeadState:
     score: _Series = field(default_factory=_Series)
     observable: _Series = field(default_factory=_Series)
+    # 1 while the head is true in its low bands only, else 0; and the state behind each value
+    phase: _Series = field(default_factory=_Series)
+    bands: list[_BandState] = field(default_factory=list)
     fired: set[str] = field(default_factory=set)
 
 
@@ -330,7 +374,8 @@ class EmergenceTracker:
     observable, of the attention-distance history) in file order, in any chunks; each call
     returns the events the new rows completed. Rows are mappings with ``step``,
     ``lr_integral``, ``layer``, ``head`` and ``score`` (resp. ``pearson``) as numbers or CSV
-    strings; an empty value (not measurable) is skipped.
+    strings, and optionally the ``score_band<k>`` columns (for ``phase`` / ``phase_end``);
+    an empty value (not measurable) is skipped.
 
     Args:
         settings: Detection settings.
@@ -344,11 +389,11 @@ class EmergenceTracker:
     def add_collision_rows(self, rows: Iterable[Mapping[str, Any]]) -> list[EmergenceEvent]:
         """Process new ``collision_scores.csv`` rows; return the events they complete."""
 
-        def react(head: Head, state: _HeadState) -> list[EmergenceEvent]:
+        def react(head: Head, state: _HeadState, row: Mapping[str, Any]) -> list[EmergenceEvent]:
             events = self._threshold_events(head, state)
             if self.settings.power_law_source == "collision":
                 events += self._power_law_event(head, state, state.score)
-            return events
+            return events + self._phase_events(head, state, row)
 
         return self._add_rows(rows, "score", lambda state: state.score, react)
 
@@ -360,7 +405,7 @@ class EmergenceTracker:
             rows,
             "pearson",
             lambda state: state.observable,
-            lambda head, state: self._power_law_event(head, state, state.observable),
+            lambda head, state, row: self._power_law_event(head, state, state.observable),
         )
 
     def _add_rows(
@@ -368,7 +413,7 @@ class EmergenceTracker:
         rows: Iterable[Mapping[str, Any]],
         column: str,
         series_of: Callable[[_HeadState], _Series],
-        react: Callable[[Head, _HeadState], list[EmergenceEvent]],
+        react: Callable[[Head, _HeadState, Mapping[str, Any]], list[EmergenceEvent]],
     ) -> list[EmergenceEvent]:
         """Append each measurable row's ``column`` to its head's series, then ``react``."""
         new: list[EmergenceEvent] = []
@@ -379,7 +424,7 @@ class EmergenceTracker:
             head, step, lr_integral, value = parsed
             state = self.heads.setdefault(head, _HeadState())
             series_of(state).append(step, lr_integral, value)
-            new += react(head, state)
+            new += react(head, state, row)
         self.events += new
         return new
 
@@ -415,6 +460,40 @@ class EmergenceTracker:
                 )
                 events.append(self._event(head, state, name, series, start, detail))
         return events
+
+    def _phase_events(
+        self, head: Head, state: _HeadState, row: Mapping[str, Any]
+    ) -> list[EmergenceEvent]:
+        """``phase`` / ``phase_end`` from the row's band scores (rows without bands: none)."""
+        if "phase_end" in state.fired:
+            return []
+        bands = _band_state(row, self.settings.true_threshold)
+        if bands is None:
+            return []
+        series = state.phase
+        # the score of this row was just appended: same step and time
+        series.append(state.score.steps[-1], state.score.lr_integral[-1], float(bands.low_only))
+        state.bands.append(bands)
+        persistence = self.settings.persistence
+        if len(series) < persistence:
+            return []
+        tail = series.values[len(series) - persistence :]
+        start = len(series) - persistence
+        first = state.bands[start]
+        threshold = f"{self.settings.true_threshold:g}"
+        if "phase" not in state.fired and min(tail) == 1.0:
+            detail = (
+                f"true (>= {threshold}) below {first.true_below:.2f} of the box height, not "
+                f"above, for {persistence} measurements: {first.summary}"
+            )
+            name = "phase"
+        elif "phase" in state.fired and max(tail) == 0.0:
+            how = "every band true" if first.true_below == 1.0 else "the low bands fell below"
+            detail = f"{how} ({threshold}) for {persistence} measurements: {first.summary}"
+            name = "phase_end"
+        else:
+            return []
+        return [self._event(head, state, name, series, start, detail, value=first.true_below)]
 
     def _power_law_event(
         self, head: Head, state: _HeadState, series: _Series

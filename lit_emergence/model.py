@@ -342,39 +342,3 @@ class ParticleTransformer(nn.Module):
         if return_attention:
             return out, torch.stack(patterns, dim=1)  # (B, L, H, N, N)
         return out
-
-
-#: What a block's ``attn`` needs for per-head analysis (slices of q/k/v/out per head).
-ATTENTION_LAYOUT = ("n_heads", "head_slice", "q_proj", "k_proj", "v_proj", "out_proj")
-
-
-def block_attentions(model: nn.Module) -> list[nn.Module]:
-    """The attention module of every block, in :class:`ParticleTransformer`'s layout.
-
-    Args:
-        model: A :class:`ParticleTransformer`, or a module holding one as ``.model``.
-
-    Returns:
-        ``[model.blocks[0].attn, model.blocks[1].attn, ...]``.
-
-    Raises:
-        ValueError: One line naming the model or attention type that does not fit the layout.
-    """
-    blocks = getattr(model, "blocks", None)
-    if blocks is None:
-        blocks = getattr(getattr(model, "model", None), "blocks", None)
-    if blocks is None:
-        raise ValueError(
-            f"{type(model).__name__} has no blocks[l].attn (ParticleTransformer's layout)"
-        )
-    attentions = []
-    for layer, block in enumerate(blocks):
-        attn = getattr(block, "attn", None)
-        if attn is None or not all(hasattr(attn, name) for name in ATTENTION_LAYOUT):
-            kind = "missing" if attn is None else type(attn).__name__
-            raise ValueError(
-                f"blocks[{layer}].attn is {kind}, not an attention of ParticleTransformer's "
-                f"layout ({', '.join(ATTENTION_LAYOUT)})"
-            )
-        attentions.append(attn)
-    return attentions

@@ -39,13 +39,16 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the argument parser of ``lit-emergence seeds``."""
+def build_parser(prog: str = PROGRAM) -> argparse.ArgumentParser:
+    """Return the argument parser of ``lit-emergence seeds`` (``prog``: its usage line's name)."""
     parser = _Parser(
-        prog=PROGRAM,
-        description="Train one config under several seeds (one run directory each), "
-        "then write a report over all of them. Re-running resumes unfinished seeds.",
-        epilog="Arguments after '--' are passed to every 'lit-emergence fit'.",
+        prog=prog,
+        # Written out line by line: argparse's wrapping would split options at their dashes.
+        description="Train one config under several seeds (one run directory each), then\n"
+        "write a report over all of them. Re-running resumes unfinished seeds.",
+        epilog="Arguments after '--' are passed to every 'lit-emergence fit'; for short runs:\n"
+        f"  {prog} --config CONFIG -- --trainer.max_steps 2000 --wandb disabled",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", required=True, help="training config (YAML)")
     parser.add_argument(
@@ -114,14 +117,19 @@ def fit_command(config: Path, seed: int, run_dir: Path, extra: Sequence[str]) ->
     ]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``lit-emergence seeds``; returns the exit status (1 if any seed failed)."""
+def main(argv: Sequence[str] | None = None, prog: str = PROGRAM) -> int:
+    """Run ``lit-emergence seeds``; returns the exit status (1 if any seed failed).
+
+    Args:
+        argv: The arguments after ``seeds``; None reads ``sys.argv``.
+        prog: The program name the usage line shows (``python -m lit_emergence seeds``).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     extra: list[str] = []
     if "--" in argv:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1 :]
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     config = Path(args.config)
     if not config.is_file():
         _fail(f"--config {config}: no such file")

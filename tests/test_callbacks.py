@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import subprocess
 import sys
@@ -33,6 +34,12 @@ from lit_emergence.callbacks import (
     MeasurementCallback,
 )
 from lit_emergence.cli import main
+from lit_emergence.functional import (
+    band_collision_score,
+    mean_attention_distance,
+    neighbour_mask,
+    query_correlation,
+)
 from lit_emergence.module import LearnedSimulator
 from lit_emergence.records.csv import CSVHistory
 
@@ -197,6 +204,61 @@ def test_scalars_go_to_any_logger_and_images_only_where_supported(tmp_path):
     assert {"collision/score/L0H0", "collision/best_score", "collision/num_true"} <= keys
 
 
+def test_monitors_write_band_scores_and_distance_observables_of_the_probe(tmp_path):
+    monitors = [
+        CollisionDetectionMonitor(num_probe_samples=16, num_bands=3),
+        AttentionDistanceMonitor(num_probe_samples=16),
+    ]
+    module, trainer = train(tmp_path, monitors, steps=2)
+    emergence = tmp_path / "run" / "emergence"
+    collision = read_rows(emergence / "collision_scores.csv")
+    distance = read_rows(emergence / "attention_distance.csv")
+    assert list(collision[0])[-4:] == ["head_class", "score_band0", "score_band1", "score_band2"]
+    assert list(distance[0])[4:10] == [
+        "pearson",
+        "g_contact",
+        "mean_distance",
+        "query_pearson",
+        "query_spearman",
+        "corr_length",
+    ]
+    # the last measurement (step 2) is of the final weights: recompute it from the saved probe
+    probe = torch.load(emergence / "probe_collision_scores.pt", weights_only=True)
+    module.eval()
+    with torch.no_grad():
+        attention = module.probe_attention(probe)
+    box_height = trainer.datamodule.simulation.box_height
+    neighbours = neighbour_mask(probe["positions"], probe["radii"], 0.25, probe.get("valid"))
+    bands = band_collision_score(attention, neighbours, probe["positions"], box_height, 3)
+    contact_distance = 2 * float(probe["radii"].float().mean())
+    positions = probe["positions"]
+    expected = {
+        "mean_distance": mean_attention_distance(attention, positions) / contact_distance,
+        "query_pearson": query_correlation(attention, positions),
+        "query_spearman": query_correlation(attention, positions, method="spearman"),
+    }
+    final = [r for r in collision if r["step"] == "2"]
+    final_distance = [r for r in distance if r["step"] == "2"]
+    assert len(final) == len(final_distance) == 8
+    for row, distance_row in zip(final, final_distance, strict=True):
+        layer, head = int(row["layer"]), int(row["head"])
+        for k in range(3):
+            value = float(row[f"score_band{k}"] or "nan")
+            # the same float32 attention and float64 sums: equal to round-off
+            assert value == pytest.approx(float(bands[layer, head, k]), abs=1e-9, nan_ok=True)
+        for column, value in expected.items():
+            found = float(distance_row[column])
+            assert found == pytest.approx(float(value[layer, head]), abs=1e-9), column
+        length = float(distance_row["corr_length"] or "nan")
+        assert math.isnan(length) or length > 1.25  # beyond the contact radius
+    # num_bands=0 writes no band column
+    assert "score_band0" not in CollisionDetectionMonitor(num_bands=0).fieldnames(None, None)
+    with pytest.raises(ValueError, match="num_bands"):
+        CollisionDetectionMonitor(num_bands=-1)
+    with pytest.raises(ValueError, match="length_fraction"):
+        AttentionDistanceMonitor(length_fraction=1.5)
+
+
 def run_cli(args: list[str]) -> None:
     with mock.patch.object(sys, "argv", ["lit-emergence"]):
         main(args)
@@ -236,8 +298,20 @@ def test_ddp_scores_equal_single_process(write_config, in_tmp_dir):
     config_path = write_config(config)
     run_single_and_ddp(config_path, in_tmp_dir)
     for name, columns in (
-        ("collision_scores.csv", ["score", "strict", "impact"]),
-        ("attention_distance.csv", ["pearson", "g_contact", "g_r1.000", "g_r2.000"]),
+        ("collision_scores.csv", ["score", "strict", "impact", "score_band0", "score_band3"]),
+        (
+            "attention_distance.csv",
+            [
+                "pearson",
+                "g_contact",
+                "g_r1.000",
+                "g_r2.000",
+                "mean_distance",
+                "query_pearson",
+                "query_spearman",
+                "corr_length",
+            ],
+        ),
     ):
         single = [
             r for r in read_rows(in_tmp_dir / "runs/single/emergence" / name) if r["step"] == "0"
@@ -248,7 +322,10 @@ def test_ddp_scores_equal_single_process(write_config, in_tmp_dir):
             for column in columns:
                 # Same model (seeded, DDP broadcasts rank 0's weights), same probe set split in
                 # two: float64 sums reduced across ranks differ from one pass by round-off only.
-                assert abs(float(a[column]) - float(b[column])) <= 1e-6, (name, column)
+                # (an empty cell, e.g. a height band without queries, is empty in both)
+                assert (a[column] == "") == (b[column] == ""), (name, column)
+                if a[column]:
+                    assert abs(float(a[column]) - float(b[column])) <= 1e-6, (name, column)
 
 
 # ----------------------------------------------------------------------------- crash + resume

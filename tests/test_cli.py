@@ -104,16 +104,6 @@ def test_unknown_key_in_config_file(write_config, in_tmp_dir, capsys):
     assert sorted(p.name for p in in_tmp_dir.iterdir()) == ["tiny.yaml"]
 
 
-def test_module_entry_point_and_console_script():
-    console_script = str(Path(PYTHON).parent / "lit-emergence")
-    for command in ([PYTHON, "-m", "lit_emergence", "--help"], [console_script, "--help"]):
-        result = subprocess.run(
-            command, capture_output=True, text=True, timeout=120, env=subprocess_env()
-        )
-        assert result.returncode == 0, result.stderr
-        assert "fit" in result.stdout
-
-
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_train_on_different_samples(write_config, in_tmp_dir):
     config = tiny_config()
@@ -144,11 +134,3 @@ def test_ddp_two_cpu_processes_train_on_different_samples(write_config, in_tmp_d
     assert len(rank0) == len(rank1) == 6 * 8
     assert not set(rank0) & set(rank1)
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-
-
-def test_help_names_the_report_and_seeds_commands(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--help"])
-    assert exit_info.value.code == 0
-    out = capsys.readouterr().out
-    assert "fit" in out and "report RUN_DIR" in out and "seeds --config" in out

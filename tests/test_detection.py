@@ -193,6 +193,54 @@ def test_lead_time_counts_only_warnings_flagged_before_true():
     assert lead.earliest_warning == "onset" and lead.lead_steps == 215 - named["onset"].step
 
 
+def band_history(bands: dict[tuple[int, int], list[np.ndarray]]) -> list[dict[str, object]]:
+    """Collision rows with a score and ``score_band<k>`` columns (NaN bands written empty)."""
+    rows = []
+    for i, step in enumerate(STEPS):
+        for (layer, head), values in sorted(bands.items()):
+            row = {"step": int(step), "lr_integral": float(TIME[i]), "layer": layer, "head": head}
+            row["score"] = float(np.nanmean([v[i] for v in values]))
+            for k, v in enumerate(values):
+                row[f"score_band{k}"] = "" if np.isnan(v[i]) else float(v[i])
+            rows.append(row)
+    return rows
+
+
+def test_phase_low_bands_true_first_then_everywhere():
+    rng = np.random.default_rng(4)
+    # head (1, 0): true near the floor from ~step 600, higher up later, at the top from ~3000;
+    # head (1, 1): every band rises together (no phase); head (1, 2): the top band is empty
+    # (no counted query there) and the low bands rise first: the highest band with a score
+    # decides.
+    clean = [sigmoid_rise(t) for t in (600, 900, 2000, 3000)]
+    together = [sigmoid_rise(600)] * 4
+    empty_top = [clean[0], clean[1], clean[3], np.full(STEPS.size, np.nan)]
+    heads = {(1, 0): clean, (1, 1): together, (1, 2): empty_top}
+    noisy = {
+        head: [v + rng.normal(0.0, 0.004, STEPS.size) for v in values]
+        for head, values in heads.items()
+    }
+    events = detect_events(band_history(noisy))
+    # no clean point within 5 noise of 0.9: the noisy answers are the clean ones
+    assert all(np.nanmin(np.abs(v - 0.9)) > 5 * 0.004 for v in clean)
+    named = by_name(events, 1, 0)
+    start = first_persistent(clean[0], 0.9)
+    assert clean[3][start + 1] < 0.9  # the top band is not true then
+    assert named["phase"].event_step == STEPS[start] and named["phase"].step == STEPS[start + 1]
+    true_bands = sum(v[start] >= 0.9 for v in clean)
+    assert named["phase"].value == true_bands / 4
+    end = first_persistent(clean[3], 0.9)  # every band true from here
+    assert named["phase_end"].event_step == STEPS[end] and named["phase_end"].value == 1.0
+    assert "every band true" in named["phase_end"].detail
+    assert not {"phase", "phase_end"} & set(by_name(events, 1, 1))
+    empty = by_name(events, 1, 2)
+    assert empty["phase"].event_step == STEPS[start]
+    assert empty["phase_end"].event_step == STEPS[first_persistent(clean[3], 0.9)]
+    # histories without band columns (num_bands=0, older runs): no phase events
+    plain = [{k: v for k, v in row.items() if "band" not in k} for row in band_history(noisy)]
+    assert not {"phase", "phase_end"} & {e.event for e in detect_events(plain)}
+
+
 @pytest.mark.parametrize(
     ("setting", "value"),
     [

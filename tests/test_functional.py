@@ -1,4 +1,5 @@
-"""Tests for lit_emergence.functional: collision score, neighbours, attention-distance statistics.
+"""Tests for lit_emergence.functional: collision score (overall and by height), neighbours,
+attention-distance statistics (pooled, per query, correlation length).
 
 The references are deliberately naive (Python loops over scenes, layers, heads and pairs,
 scipy for Pearson) so that they share no code or trick with the vectorised implementation.
@@ -19,21 +20,34 @@ import lit_emergence.functional._pairs as pairs_module
 from lit_emergence.functional import (
     HEAD_CLASSES,
     attention_distance_correlation,
+    band_collision_score,
     classify_heads,
     collision_score,
     connected_correlation,
+    correlation_length,
     default_r_grid,
     head_class_names,
+    height_bands,
     impact_queries,
+    mean_attention_distance,
     neighbour_mask,
     pairwise_distances,
+    query_correlation,
 )
 from lit_emergence.functional.attention_distance import (
     attention_distance_statistics,
     connected_correlation_from_statistics,
     correlation_from_statistics,
 )
-from lit_emergence.functional.collision import collision_score_statistics
+from lit_emergence.functional.collision import (
+    collision_score_statistics,
+    grouped_collision_score_statistics,
+)
+from lit_emergence.functional.query_distance import (
+    QUERY_OBSERVABLES,
+    query_distance_from_statistics,
+    query_distance_statistics,
+)
 from lit_emergence.model import ParticleTransformer
 from lit_emergence.physics import SimulationConfig, initial_state, simulate
 
@@ -643,13 +657,266 @@ def test_cuda_matches_cpu() -> None:
 
     def everything(attention, positions, radii, valid, r_grid):
         pairs = neighbour_mask(positions, radii, valid=valid)
+        connected = connected_correlation(attention, positions, r_grid, valid)
         return [
             collision_score(attention, pairs, valid=valid),
             attention_distance_correlation(attention, positions, valid),
-            connected_correlation(attention, positions, r_grid, valid),
+            connected,
+            band_collision_score(attention, pairs, positions, 6.0, 3, valid=valid),
+            correlation_length(connected, r_grid, 2),
+            *query_distance_statistics(attention, positions, valid).values(),
         ]
 
     # float64 sums on both devices; CUDA may add in another order (atomics in index_add_)
     for on_cpu, on_cuda in zip(everything(*cpu), everything(*cuda), strict=True):
         assert on_cuda.device.type == "cuda"
-        torch.testing.assert_close(on_cuda.cpu(), on_cpu, **EXACT)
+        torch.testing.assert_close(on_cuda.cpu(), on_cpu, **EXACT, equal_nan=True)
+
+
+# --- per-query distance observables vs scipy, one query at a time --------------------------------
+
+
+def loop_query_observables(attention, positions, valid=None) -> dict[str, np.ndarray]:
+    """Mean attention distance and per-query Pearson / Spearman, averaged over queries.
+
+    One query at a time with scipy.stats; a correlation that scipy cannot define (fewer than
+    two keys, constant input) is left out of the average, as the implementation does.
+    """
+    A = attention.double().numpy()
+    x = positions.double().numpy()
+    B, L, H, N, _ = A.shape
+    real = np.ones((B, N), bool) if valid is None else valid.numpy()
+    result = {name: np.full((L, H), np.nan) for name in ("mean_distance", "pearson", "spearman")}
+    for layer in range(L):
+        for h in range(H):
+            values = {name: [] for name in result}
+            for b in range(B):
+                for i in range(N):
+                    keys = [j for j in range(N) if j != i and real[b, i] and real[b, j]]
+                    if not keys:
+                        continue
+                    a = np.array([A[b, layer, h, i, j] for j in keys])
+                    d = np.array([math.hypot(*(x[b, i] - x[b, j])) for j in keys])
+                    if a.sum() > 0:
+                        values["mean_distance"].append(float(a @ d) / a.sum())
+                    if len(keys) >= 2 and np.ptp(a) > 0 and np.ptp(d) > 0:
+                        values["pearson"].append(scipy_stats.pearsonr(a, d).statistic)
+                        values["spearman"].append(scipy_stats.spearmanr(a, d).statistic)
+            for name, found in values.items():
+                if found:
+                    result[name][layer, h] = np.mean(found)
+    return result
+
+
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("mask_self", [True, False])
+def test_query_observables_match_scipy_per_query(padded: bool, mask_self: bool) -> None:
+    g = torch.Generator().manual_seed(13)
+    B, L, H, N = 3, 2, 3, 7
+    valid = torch.rand(B, N, generator=g) < 0.8 if padded else None
+    attention = random_attention(g, (B, L, H, N), mask_self=mask_self, valid=valid)
+    positions, _ = random_scene(g, B, N)
+    stats = query_distance_statistics(attention, positions, valid)
+    found = query_distance_from_statistics(stats)
+    expected = loop_query_observables(attention, positions, valid)
+    for name in QUERY_OBSERVABLES:
+        assert found[name].shape == (L, H) and found[name].dtype == torch.float64
+        # centred float64 moments of <= 6 O(1) terms on both sides: ~1e-15 apart
+        np.testing.assert_allclose(found[name].numpy(), expected[name], **EXACT, err_msg=name)
+    np.testing.assert_allclose(
+        mean_attention_distance(attention, positions, valid).numpy(), expected["mean_distance"]
+    )
+    for method in ("pearson", "spearman"):
+        np.testing.assert_allclose(
+            query_correlation(attention, positions, valid, method).numpy(), expected[method]
+        )
+    if not padded:  # every real query with keys and random attention counts
+        assert (stats["count_pearson"] == B * N).all()
+
+
+def test_query_spearman_ties_take_average_ranks_as_scipy() -> None:
+    # a 3 x 3 integer lattice: many exactly equal distances (1, sqrt 2, 2, ...); attention from
+    # integer logits: exactly equal weights where the logits are equal
+    grid = torch.stack(torch.meshgrid(torch.arange(3.0), torch.arange(3.0), indexing="ij"), -1)
+    positions = grid.reshape(1, 9, 2).double()
+    g = torch.Generator().manual_seed(14)
+    logits = torch.randint(0, 3, (1, 1, 2, 9, 9), generator=g).double()
+    attention = logits.masked_fill(torch.eye(9, dtype=torch.bool), -math.inf).softmax(-1)
+    expected = loop_query_observables(attention, positions)
+    found = query_correlation(attention, positions, method="spearman")
+    np.testing.assert_allclose(found.numpy(), expected["spearman"], **EXACT)
+
+
+def test_query_observables_of_known_heads() -> None:
+    g = torch.Generator().manual_seed(15)
+    B, N = 2, 8
+    positions, _ = random_scene(g, B, N)
+    distances = pairwise_distances(positions)
+    eye = torch.eye(N, dtype=torch.bool)
+    near = (-3.0 * distances).masked_fill(eye, -math.inf).softmax(-1)  # falls with distance
+    far = (3.0 * distances).masked_fill(eye, -math.inf).softmax(-1)  # rises with distance
+    uniform = (~eye).double().expand(B, N, N) / (N - 1)
+    attention = torch.stack([near, far, uniform], dim=1)[:, None]  # (B, 1, 3, N, N)
+    spearman = query_correlation(attention, positions, method="spearman")[0]
+    # a strictly monotone function of distance ranks the keys exactly as distance does
+    assert spearman[0].item() == pytest.approx(-1.0, abs=1e-12)
+    assert spearman[1].item() == pytest.approx(1.0, abs=1e-12)
+    assert spearman[2].isnan()  # constant attention: no correlation (scipy: NaN too)
+    assert query_correlation(attention, positions)[0, 2].isnan()
+    # the uniform head's mean attention distance is the plain mean distance to the others
+    mean = mean_attention_distance(attention, positions)[0]
+    plain = (distances.sum(-1) / (N - 1)).mean()
+    assert mean[2].item() == pytest.approx(plain.item(), rel=1e-12)
+    assert mean[0] < mean[2] < mean[1]
+    # a head all on self (possible without mask_self) has no mean distance to others
+    on_self = eye.double().expand(B, 1, 1, N, N)
+    assert mean_attention_distance(on_self, positions).isnan().all()
+
+
+def test_query_statistics_add_up_and_reject_bad_input(monkeypatch) -> None:
+    g = torch.Generator().manual_seed(16)
+    B, L, H, N = 5, 2, 2, 6
+    attention = random_attention(g, (B, L, H, N))
+    positions, _ = random_scene(g, B, N)
+    whole = query_distance_statistics(attention, positions)
+    parts = [
+        query_distance_statistics(attention[s], positions[s]) for s in (slice(0, 2), slice(2, 5))
+    ]
+    for key, value in whole.items():
+        torch.testing.assert_close(parts[0][key] + parts[1][key], value, **EXACT)
+    monkeypatch.setattr(pairs_module, "MAX_CHUNK_ELEMENTS", 1)  # one scene per chunk
+    for key, value in query_distance_statistics(attention, positions).items():
+        torch.testing.assert_close(value, whole[key], **EXACT)
+    with pytest.raises(ValueError, match="observables"):
+        query_distance_statistics(attention, positions, observables=("kendall",))
+    with pytest.raises(ValueError, match="method"):
+        query_correlation(attention, positions, method="kendall")
+    with pytest.raises(ValueError, match="positions"):
+        mean_attention_distance(attention, positions[:, :3])
+
+
+# --- correlation length of G(r) -----------------------------------------------------------------
+
+
+def loop_correlation_length(connected: np.ndarray, r_grid: np.ndarray, contact: int) -> float:
+    """Walk out from contact to the first radius with G <= G_c / 2; interpolate the crossing."""
+    level = 0.5 * connected[contact]
+    if not connected[contact] > 0:
+        return math.nan
+    for k in range(contact + 1, len(r_grid)):
+        if connected[k] <= level:
+            x0, x1, y0, y1 = r_grid[k - 1], r_grid[k], connected[k - 1], connected[k]
+            return x0 + (level - y0) * (x1 - x0) / (y1 - y0)
+    return math.nan
+
+
+def test_correlation_length_of_a_linear_profile_is_exact() -> None:
+    r_grid = torch.tensor([0.5, 1.0, 1.25, 1.7, 2.9, 3.0, 4.4, 6.0], dtype=torch.float64)
+    contact, length = 2, 2.2  # G falls linearly from G_c at 1.25 to 0 at 1.25 + 2.2
+    slope_profile = torch.clamp(1.0 - (r_grid - 1.25) / length, min=0.0)
+    profiles = torch.stack(
+        [
+            0.03 * slope_profile,  # half at 1.25 + 1.1 = 2.35 (linear: interpolation exact)
+            -0.03 * slope_profile,  # no excess attention at contact: NaN
+            torch.full_like(r_grid, 0.02),  # never falls: NaN
+            torch.full_like(r_grid, math.nan),  # no pairs: NaN
+        ]
+    )
+    found = correlation_length(profiles, r_grid, contact)
+    assert found[0].item() == pytest.approx(1.25 + 0.5 * length, abs=1e-12)
+    assert found[1:].isnan().all()
+    assert correlation_length(profiles, r_grid, len(r_grid) - 1).isnan().all()
+    with pytest.raises(ValueError, match="fraction"):
+        correlation_length(profiles, r_grid, contact, fraction=1.0)
+    with pytest.raises(ValueError, match="contact_index"):
+        correlation_length(profiles, r_grid, 8)
+    with pytest.raises(ValueError, match="radii"):
+        correlation_length(profiles[:, :5], r_grid, contact)
+
+
+def test_correlation_length_matches_loop_on_random_heads() -> None:
+    g = torch.Generator().manual_seed(17)
+    B, N = 4, 9
+    positions, _ = random_scene(g, B, N)
+    eye = torch.eye(N, dtype=torch.bool)
+    distances = pairwise_distances(positions)
+    heads = [(-k * distances).masked_fill(eye, -math.inf).softmax(-1) for k in (0.5, 1.0, 3.0)]
+    random_heads = random_attention(g, (B, 1, 3, N))[:, 0]
+    attention = torch.stack([*heads, *random_heads.unbind(1)], dim=1)[:, None]  # (B,1,6,N,N)
+    r_grid = default_r_grid(0.6, num=40, stop=8.0)
+    contact = 5
+    found = correlation_length(connected_correlation(attention, positions, r_grid), r_grid, contact)
+    reference = loop_connected_correlation(attention, positions, r_grid)
+    expected = [loop_correlation_length(reference[0, h], r_grid.numpy(), contact) for h in range(6)]
+    # G agrees with the loop to 1e-12, and the crossing is a smooth function of it
+    np.testing.assert_allclose(found[0].numpy(), expected, rtol=1e-9, atol=1e-9)
+    assert np.isfinite(expected[:3]).all()  # the local heads have a length
+    # the sharper the decay of attention with distance, the shorter the length
+    assert found[0, 2] < found[0, 1] < found[0, 0]
+
+
+# --- collision score per band of query height --------------------------------------------------
+
+
+def loop_band_of(y: float, box_height: float, num_bands: int) -> int:
+    """The band of a height by comparing it with each band's edges (nearest band outside)."""
+    for k in range(num_bands):
+        if k * box_height / num_bands <= y < (k + 1) * box_height / num_bands:
+            return k
+    return 0 if y < 0 else num_bands - 1
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_band_scores_match_loop_and_recombine_into_the_score(padded: bool) -> None:
+    g = torch.Generator().manual_seed(18)
+    B, L, H, N, K = 4, 2, 3, 9, 4
+    box_height = 6.0
+    valid = torch.rand(B, N, generator=g) < 0.8 if padded else None
+    attention = random_attention(g, (B, L, H, N), valid=valid)
+    positions, radii = random_scene(g, B, N)  # heights in [0, 6)
+    positions[0, 0, 1], positions[0, 1, 1] = -0.2, 6.3  # outside: the nearest band
+    pair_mask = neighbour_mask(positions, radii, tolerance=0.3)
+    query_mask = torch.rand(B, N, generator=g) < 0.8
+    bands = band_collision_score(attention, pair_mask, positions, box_height, K, query_mask, valid)
+    assert bands.shape == (L, H, K) and bands.dtype == torch.float64
+    heights = positions[..., 1].numpy()
+    band_of = torch.tensor(
+        [[loop_band_of(y, box_height, K) for y in scene] for scene in heights.tolist()]
+    )
+    assert torch.equal(height_bands(positions, box_height, K), band_of)
+    for k in range(K):
+        in_band = query_mask & (band_of == k)
+        expected = loop_collision_score(attention, pair_mask, in_band, valid)
+        np.testing.assert_allclose(bands[..., k].numpy(), expected, **EXACT, err_msg=f"band {k}")
+    # recombination: the count-weighted mean of the band scores is the score
+    sum_mass, count = grouped_collision_score_statistics(
+        attention, pair_mask, band_of, K, query_mask, valid
+    )
+    assert (count.sum(-1) > 0).all() and (count > 0).sum() >= 3
+    overall = collision_score_statistics(attention, pair_mask, query_mask, valid)
+    torch.testing.assert_close(sum_mass.sum(-1), overall.sum_mass, **EXACT)
+    torch.testing.assert_close(count.sum(-1), overall.count, **EXACT)
+    recombined = torch.nansum(count * bands, dim=-1) / count.sum(dim=-1)
+    torch.testing.assert_close(
+        recombined, collision_score(attention, pair_mask, query_mask, valid), **EXACT
+    )
+
+
+def test_band_without_queries_is_nan_and_bad_bands_are_named() -> None:
+    g = torch.Generator().manual_seed(19)
+    attention = random_attention(g, (2, 1, 2, 6))
+    positions, radii = random_scene(g, 2, 6)
+    positions[..., 1] = 0.1 * positions[..., 1]  # every disc below 0.6: bands 1-3 empty
+    pair_mask = neighbour_mask(positions, radii, tolerance=0.3)
+    bands = band_collision_score(attention, pair_mask, positions, 8.0, 4)
+    assert bands[..., 0].isfinite().all() and bands[..., 1:].isnan().all()
+    # heights exactly on an edge belong to the band above it; the ceiling to the top band
+    edges = torch.tensor([[[0.0, 0.0], [0.0, 2.0], [0.0, 4.0], [0.0, 8.0]]])
+    assert height_bands(edges, 8.0, 4).tolist() == [[0, 1, 2, 3]]
+    with pytest.raises(ValueError, match="box_height"):
+        height_bands(positions, 0.0)
+    with pytest.raises(ValueError, match="num_bands"):
+        height_bands(positions, 8.0, 0)
+    out_of_range = torch.full((2, 6), 5)
+    with pytest.raises(ValueError, match="groups"):
+        grouped_collision_score_statistics(attention, pair_mask, out_of_range, 4)

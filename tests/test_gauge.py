@@ -224,7 +224,7 @@ def test_bad_arguments_raise_one_line_errors():
         match_heads(torch.zeros(2, 4, 8), torch.zeros(2, 3, 8))
     with pytest.raises(ValueError, match="different shapes"):
         match_models(model, random_model(d_model=24, n_heads=4))
-    with pytest.raises(ValueError, match="blocks"):
+    with pytest.raises(ValueError, match="found no attention layer in Linear"):
         head_invariants(torch.nn.Linear(2, 2))
 
 

@@ -1,4 +1,8 @@
-"""Tests for lit_emergence.llc: exact SGLD identities, asymptotic LLCs, restrictions, hygiene.
+"""Tests for lit_emergence.llc: exact SGLD identities, restrictions, bookkeeping, hygiene.
+
+Known answers with the default settings are in ``test_llc_known_answers.py``, the diagnostics
+and verdicts in ``test_llc_diagnostics.py``. Tests here that fix their own settings skip the
+localisation check (``localization_check=None``), which would only double their cost.
 
 Monte Carlo tolerances: chains within a restriction are independent, so the standard error of
 ``llc_mean`` is the std over chains / sqrt(chains) (``LLCResult.llc_sem``); each chain's own
@@ -10,7 +14,6 @@ deterministic; the tolerances say why they would also pass for other seeds.
 
 from __future__ import annotations
 
-import itertools
 import math
 import warnings
 
@@ -20,6 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_emergence.llc import (
+    DEFAULT_LOCALIZATION,
+    DEFAULT_STEP_SCALE,
     attention_head_restriction,
     attention_head_restrictions,
     default_n_beta,
@@ -119,6 +124,7 @@ def test_quadratic_is_exact_including_step_size_and_localization(gamma):
         num_draws=2000,
         num_burnin=100,  # relaxation time 2/(eps a) <= 10 steps
         generator=0,
+        localization_check=None,
     )
     a = n_beta * h + gamma
     exact = float((n_beta / 2 * h / (a * (1 - eps * a / 4))).sum())
@@ -153,144 +159,6 @@ def test_quadratic_plus_quartic_gives_three_quarters():
     quadratic = 0.5 / (1 - eps * 2 * n_beta / 4)
     assert result.llc_sem < 0.01
     assert abs(result.llc_mean - (quadratic + 0.25)) < 4.5 * result.llc_sem + 0.01
-
-
-# ---------------------------------------------------------------------------------------------
-# Asymptotic learning coefficients: normal crossing and deep linear networks
-# ---------------------------------------------------------------------------------------------
-
-
-def aoyagi_lambda(widths: tuple[int, ...], rank: int) -> float:
-    """Learning coefficient of a deep linear network (Aoyagi 2024; formula in docs/llc.md)."""
-    M = sorted(h - rank for h in widths)
-    for ell in range(1, len(widths)):  # |S| = ell + 1
-        S, rest = M[: ell + 1], M[ell + 1 :]
-        total = sum(S)
-        if total < ell * max(S):
-            continue
-        if rest and not (max(S) < min(rest) and total < ell * min(rest)):
-            continue
-        M_bar = math.ceil(total / ell)
-        a = total - (M_bar - 1) * ell
-        pairs = sum(S[i] * S[j] for i in range(len(S)) for j in range(i + 1, len(S)))
-        return (
-            (-(rank**2) + rank * (widths[0] + widths[-1])) / 2
-            + a * (ell - a) / (4 * ell)
-            - ell * (ell - 1) / 4 * (total / ell) ** 2
-            + pairs / 2
-        )
-    raise ValueError(f"no admissible set S for widths {widths}")
-
-
-def test_aoyagi_formula_examples():
-    assert aoyagi_lambda((5, 4, 5), 0) == pytest.approx(8.0)
-    assert aoyagi_lambda((10, 10, 10), 0) == pytest.approx(37.5)
-    assert aoyagi_lambda((4, 4, 4, 4), 0) == pytest.approx(5.5)
-    assert aoyagi_lambda((3, 4), 1) == pytest.approx(6.0)  # one layer: regular, H0 H1 / 2
-
-
-def test_normal_crossing_gives_one_quarter():
-    """f(x) = w1 w2^2 x, teacher w* = 0, n = 1000 noisy samples, MSE: K = w1^2 w2^4 -> 1/4.
-
-    Asymptotic, so the literature's 40 % relative tolerance; with gamma = 1 the exact
-    finite-n_beta value (2-D quadrature of the tempered posterior) is 0.21.
-    """
-    g = torch.Generator().manual_seed(0)
-    n = 1000
-    x = torch.randn(n, dtype=F64, generator=g)
-    y = 0.5 * torch.randn(n, dtype=F64, generator=g)
-
-    class Crossing(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.w = nn.Parameter(torch.zeros(2, dtype=F64))
-
-        def forward(self, inputs: Tensor) -> Tensor:
-            return self.w[0] * self.w[1] ** 2 * inputs
-
-    result = estimate_llc(
-        Crossing(),
-        lambda out, batch: F.mse_loss(out, batch[1]),
-        [(x, y)],
-        step_size=1e-3,
-        localization=1.0,
-        num_chains=64,  # standard error ~0.01: the 40 % band is >= 4 SE from the estimate
-        num_draws=3000,
-        num_burnin=600,
-        generator=2,
-    )
-    assert result.hyperparameters["n_beta"] == pytest.approx(n / math.log(n))  # B/ln B, B = n
-    assert abs(result.llc_mean - 0.25) < 0.4 * 0.25
-    assert result.num_diverged == 0
-
-
-class DeepLinear(nn.Module):
-    """x -> W_L ... W_1 x; ``forward`` returns the end-to-end matrix (H_L, H_0)."""
-
-    def __init__(self, widths: tuple[int, ...], rank: int, generator: torch.Generator) -> None:
-        super().__init__()
-        layers = []
-        for fan_in, fan_out in itertools.pairwise(widths):
-            W = torch.randn(fan_out, fan_in, generator=generator, dtype=F64) / math.sqrt(fan_in)
-            U, S, Vh = torch.linalg.svd(W, full_matrices=False)
-            S[rank:] = 0.0  # every factor of rank `rank`: the product has rank `rank`
-            layers.append(nn.Parameter(U @ torch.diag(S) @ Vh))
-        self.layers = nn.ParameterList(layers)
-
-    def forward(self, _: Tensor) -> Tensor:
-        product = self.layers[0]
-        for W in list(self.layers)[1:]:  # (slicing a ParameterList re-wraps its tensors)
-            product = W @ product
-        return product
-
-
-@pytest.mark.parametrize(
-    ("widths", "rank", "sampler", "step_size", "gamma"),
-    [
-        ((5, 4, 5), 0, "sgld", 1e-4, 1.0),
-        ((4, 4, 4, 4), 0, "sgld", 1e-4, 1.0),
-        ((3, 2, 3), 1, "sgld", 1e-4, 100.0),
-        ((2, 2, 2), 1, "sgld", 1e-4, 100.0),
-        ((5, 4, 5), 0, "rmsprop_sgld", 1e-5, 1.0),
-    ],
-)
-def test_deep_linear_network_matches_aoyagi(widths, rank, sampler, step_size, gamma):
-    """Teacher of rank r, n = 10^4 samples y = W x + 0.5 noise, MSE, n_beta = n / ln n.
-
-    The MSE over the n samples is evaluated exactly through the sample moments
-    (sum over outputs, mean over samples). At rank 0 the teacher is w* = 0, the most singular
-    point, which needs a weak localisation (gamma = 1) to feel its quartic directions.
-    Asymptotic: 40 % relative tolerance (measured ratios 0.76-0.92 for these settings).
-    """
-    g = torch.Generator().manual_seed(0)
-    n = 10_000
-    model = DeepLinear(widths, rank, g)
-    x = torch.randn(n, widths[0], generator=g, dtype=F64)
-    with torch.no_grad():
-        y = x @ model(x).T + 0.5 * torch.randn(n, widths[-1], generator=g, dtype=F64)
-    sxx, sxy, syy = x.T @ x / n, y.T @ x / n, (y * y).sum(1).mean()
-
-    def mse(product: Tensor, _: Tensor) -> Tensor:  # mean_i |y_i - P x_i|^2
-        return ((product @ sxx) * product).sum() - 2 * (product * sxy).sum() + syy
-
-    result = estimate_llc(
-        model,
-        mse,
-        DUMMY_BATCHES,
-        sampler=sampler,
-        n_beta=n / math.log(n),
-        step_size=step_size,
-        localization=gamma,
-        num_chains=16,
-        num_draws=2000,
-        num_burnin=500,
-        generator=1,
-    )
-    truth = aoyagi_lambda(widths, rank)
-    assert abs(result.llc_mean - truth) < 0.4 * truth
-    regular = sum(a * b for a, b in itertools.pairwise(widths)) / 2
-    assert result.llc_mean < 0.8 * regular  # clearly below the regular d/2
-    assert result.num_diverged == 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -480,7 +348,7 @@ def test_cuda_graph_replay_equals_eager(sampler):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_result_bookkeeping_thinning_and_default_n_beta():
+def test_result_bookkeeping_thinning_and_default_settings():
     batches = [torch.full((256,), float(i)) for i in range(3)]
     center = torch.tensor([0.5, -0.5], dtype=F64)
 
@@ -495,9 +363,10 @@ def test_result_bookkeeping_thinning_and_default_n_beta():
     assert result.loss_trace.shape == (2, steps) and result.is_draw.shape == (steps,)
     assert result.is_draw.sum() == 7 and not result.is_draw[:4].any() and result.is_draw[4]
     assert result.draws.shape == (2, 7)
-    assert result.hyperparameters["n_beta"] == pytest.approx(256 / math.log(256))
-    assert result.hyperparameters["n_beta"] == pytest.approx(default_n_beta(256))
-    assert result.hyperparameters["n_beta_rule"] == "B/ln(B)"
+    # default n_beta = n / ln n, n = the 3 x 256 samples of the minibatches (no num_samples)
+    assert result.hyperparameters["n_beta"] == pytest.approx(768 / math.log(768))
+    assert result.hyperparameters["n_beta_rule"] == "n/ln(n)"
+    assert result.hyperparameters["num_samples"] == 768
     torch.testing.assert_close(result.init_losses, torch.tensor([0.0, 1.0, 2.0], dtype=F64))
     assert result.loss_trace[0, 0] == pytest.approx(0.0)  # w_0 = w*, batch 0
     # draws at steps 4, 6, ..., 16 use batches 1, 0, 2, 1, 0, 2, 1: L* is paired with them
@@ -505,19 +374,39 @@ def test_result_bookkeeping_thinning_and_default_n_beta():
     assert result.init_loss == pytest.approx(float(reference.mean()))
     per_chain = result.hyperparameters["n_beta"] * (result.draws - reference).mean(1)
     torch.testing.assert_close(result.llc_per_chain, per_chain)
-    assert set(result.summary()) >= {"llc_mean", "llc_std", "fraction_diverged"}
+    assert set(result.summary()) >= {"llc_mean", "llc_std", "fraction_diverged", "acceptance"}
+
+    def settings(**kwargs) -> dict:
+        return estimate_llc(
+            Coordinates(2, center), loss, batches, num_chains=1, num_draws=1, num_burnin=0,
+            generator=0, **kwargs,
+        ).hyperparameters  # fmt: skip
+
+    given_n = settings(num_samples=10_000)
+    assert given_n["n_beta"] == pytest.approx(10_000 / math.log(10_000))  # 1085.7
+    assert given_n["num_samples"] == 10_000
+    # the default step size keeps eps (n_beta + gamma) fixed; gamma defaults to 1
+    assert given_n["step_size"] == pytest.approx(DEFAULT_STEP_SCALE / (given_n["n_beta"] + 1))
+    assert given_n["step_size_rule"] == "0.05/(n_beta+gamma)"
+    assert given_n["localization"] == DEFAULT_LOCALIZATION == 1.0
+    minibatch = settings(n_beta="B/ln(B)")  # the older rule, still available
+    assert minibatch["n_beta"] == pytest.approx(default_n_beta(256)) == pytest.approx(46.166, 1e-4)
+    assert minibatch["n_beta_rule"] == "B/ln(B)" and minibatch["num_samples"] is None
+    assert settings(n_beta=12.5)["n_beta_rule"] == "given"
 
 
 def test_still_climbing_is_flagged():
     """eps gamma = 1e-4: relaxation takes ~2e4 steps; 200 steps from w* still climb."""
     kwargs = dict(
-        n_beta=1.0, localization=1.0, num_chains=8, num_burnin=0, num_draws=200, generator=0
-    )
+        n_beta=1.0, localization=1.0, num_chains=8, num_burnin=0, num_draws=200, generator=0,
+        localization_check=None,
+    )  # fmt: skip
     climbing = estimate_llc(
         Coordinates(20), lambda w, _: 0.5 * (w**2).sum(), DUMMY_BATCHES, step_size=1e-4,
         **kwargs,
     )  # fmt: skip
     assert climbing.still_climbing and climbing.trace_rise > 3
+    assert climbing.verdict == "not-converged"
     settled = estimate_llc(
         Coordinates(20), lambda w, _: 0.5 * (w**2).sum(), DUMMY_BATCHES, step_size=0.2,
         **kwargs,
@@ -634,6 +523,10 @@ def test_seeds_reproduce_and_differ():
         ({"thinning": 0}, "thinning"),
         ({"sampler": "hmc"}, "sampler"),
         ({"n_beta": -2.0}, "n_beta"),
+        ({"n_beta": "n/log(n)"}, "n_beta='n/log\\(n\\)' is unknown"),
+        ({"n_beta": None, "num_samples": 1}, "num_samples=1"),
+        ({"localization_check": 1.0}, "localization_check=1.0 must be a factor > 1"),
+        ({"acceptance_every": 0}, "acceptance_every=0"),
         ({"restrict": ["nope"]}, "unknown parameter 'nope'"),
         ({"restrict": {"w": torch.ones(2, dtype=torch.bool)}}, "shape"),
         ({"restrict": {"w": torch.zeros(3, dtype=torch.bool)}}, "samples no coordinate"),

@@ -13,18 +13,26 @@ import torch.multiprocessing as mp
 
 from lit_emergence.functional import (
     attention_distance_correlation,
+    band_collision_score,
     collision_score,
     connected_correlation,
+    correlation_length,
     default_r_grid,
+    mean_attention_distance,
     neighbour_mask,
+    query_correlation,
 )
 from lit_emergence.metrics import (
     AttentionDistanceCorrelation,
+    BandCollisionScore,
     CollisionScore,
     ConnectedCorrelation,
+    QueryDistance,
 )
 
 L, H, N = 2, 3, 6
+BOX_HEIGHT, BANDS = 5.0, 3  # the probe's positions lie in a 5 x 5 box
+CONTACT_INDEX = 2  # the radius of the grid whose G is the reference of the correlation length
 # Float64 sums of the same terms, only grouped differently (per batch or per rank, then
 # added): round-off ~1e-15 relative, amplified at most ~1e2 by the raw-moment Pearson formula.
 EXACT = dict(rtol=1e-12, atol=1e-12)
@@ -52,6 +60,8 @@ def make_metrics() -> dict[str, object]:
         "impact": CollisionScore(L, H),
         "pearson": AttentionDistanceCorrelation(L, H),
         "connected": ConnectedCorrelation(L, H, grid),
+        "bands": BandCollisionScore(L, H, BOX_HEIGHT, BANDS),
+        "queries": QueryDistance(L, H),
     }
 
 
@@ -61,11 +71,16 @@ def update_all(metrics: dict, data: dict, part: slice) -> None:
     metrics["impact"].update(attention, data["pairs"][part], data["queries"][part])
     metrics["pearson"].update(attention, positions)
     metrics["connected"].update(attention, positions)
+    metrics["bands"].update(attention, data["pairs"][part], positions)
+    metrics["queries"].update(attention, positions)
 
 
 def compute_all(metrics: dict) -> dict[str, torch.Tensor]:
-    results = {name: metric.compute() for name, metric in metrics.items()}
+    results = {name: metric.compute() for name, metric in metrics.items() if name != "queries"}
     results["connected_pearson"] = metrics["connected"].compute_pearson()
+    results["connected_length"] = metrics["connected"].compute_length(CONTACT_INDEX)
+    for name, value in metrics["queries"].compute().items():
+        results[f"query_{name}"] = value
     return results
 
 
@@ -73,12 +88,18 @@ def functional_answers(data: dict) -> dict[str, torch.Tensor]:
     attention, positions = data["attention"], data["positions"]
     grid = default_r_grid(0.6, num=8)
     pearson = attention_distance_correlation(attention, positions)
+    connected = connected_correlation(attention, positions, grid)
     return {
         "score": collision_score(attention, data["pairs"]),
         "impact": collision_score(attention, data["pairs"], data["queries"]),
         "pearson": pearson,
-        "connected": connected_correlation(attention, positions, grid),
+        "connected": connected,
         "connected_pearson": pearson,
+        "connected_length": correlation_length(connected, grid, CONTACT_INDEX),
+        "bands": band_collision_score(attention, data["pairs"], positions, BOX_HEIGHT, BANDS),
+        "query_mean_distance": mean_attention_distance(attention, positions),
+        "query_pearson": query_correlation(attention, positions),
+        "query_spearman": query_correlation(attention, positions, method="spearman"),
     }
 
 
@@ -89,10 +110,12 @@ def test_batch_by_batch_equals_one_functional_call() -> None:
         update_all(metrics, data, part)
     results = compute_all(metrics)
     expected = functional_answers(data)
+    assert set(results) == set(expected)
     for name, value in expected.items():
         assert results[name].dtype == torch.float64
-        torch.testing.assert_close(results[name], value, **EXACT, msg=name)
+        torch.testing.assert_close(results[name], value, **EXACT, equal_nan=True, msg=name)
     assert results["connected"].shape == (L, H, 8)
+    assert results["bands"].shape == (L, H, BANDS)
     for metric in metrics.values():
         for state in metric.metric_state.values():
             assert state.dtype == torch.float64
@@ -151,6 +174,14 @@ def test_bad_arguments() -> None:
         CollisionScore(L, H + 1).update(data["attention"], data["pairs"])
     with pytest.raises(ValueError, match="n_layers"):
         AttentionDistanceCorrelation(L + 1, H).update(data["attention"], data["positions"])
+    with pytest.raises(ValueError, match="box_height"):
+        BandCollisionScore(L, H, box_height=0.0)
+    with pytest.raises(ValueError, match="num_bands"):
+        BandCollisionScore(L, H, BOX_HEIGHT, num_bands=0)
+    with pytest.raises(ValueError, match="observables"):
+        QueryDistance(L, H, observables=("kendall",))
+    with pytest.raises(ValueError, match="n_heads"):
+        QueryDistance(L, H + 1).update(data["attention"], data["positions"])
 
 
 # --- real DDP: two CPU processes with gloo -------------------------------------------------------
@@ -189,10 +220,12 @@ def test_two_process_ddp_equals_single_process(tmp_path: Path) -> None:
     expected = compute_all(single)
     for rank in range(WORLD_SIZE):
         results = torch.load(tmp_path / f"rank{rank}.pt")
+        assert set(results) == set(expected)
         for name, value in expected.items():
             # the spec's bound is 1e-6; with float64 sums only the grouping of the additions
             # differs (per rank, then summed), so the answer agrees to ~1e-15: assert 1e-12
-            difference = (results[name] - value).abs().max().item()
+            assert torch.equal(results[name].isnan(), value.isnan()), (rank, name)
+            difference = (results[name] - value).nan_to_num().abs().max().item()
             assert difference <= 1e-12, (rank, name, difference)
 
 

@@ -29,7 +29,7 @@ TOP_LEVEL = {
     "GaugeInvariantMonitor": "lit_emergence.callbacks",
     "LogSchedule": "lit_emergence.callbacks",
 }
-SUBPACKAGES = ("physics", "data", "llc", "gauge", "functional", "metrics")
+SUBPACKAGES = ("physics", "data", "llc", "gauge", "functional", "metrics", "heads")
 
 
 def test_top_level_all_lists_exactly_the_public_names():

@@ -252,8 +252,8 @@ def test_several_runs_skip_a_bad_one_with_a_warning(in_workdir, capsys):
     with_collision_heads(second)
     (in_workdir / "empty-run" / "emergence").mkdir(parents=True, exist_ok=True)
     out = in_workdir / "several"
-    args = [str(first), "empty-run", str(second), "--out", str(out), "--time-axis", "step"]
-    assert report_main([*args, "--no-checkpoint", *FAST]) == 0
+    args = [str(first), "empty-run", str(second), "--out", str(out), "--time_axis", "step"]
+    assert report_main([*args, "--no_checkpoint", *FAST]) == 0
     err = capsys.readouterr().err
     assert "warning: skipping empty-run:" in err and "no emergence history" in err
     heads = read_rows(out / "heads.csv")
@@ -264,10 +264,10 @@ def test_several_runs_skip_a_bad_one_with_a_warning(in_workdir, capsys):
         files
     )
     assert any(name.startswith("figure1_seed-a_") for name in files)
-    assert not any(name.startswith("figure3") for name in files)  # --no-checkpoint
+    assert not any(name.startswith("figure3") for name in files)  # --no_checkpoint
     report = (out / "report.md").read_text()
-    assert "skipped (--no-checkpoint)" in report and "empty-run" in report
-    assert "| (all runs) | head alignment | skipped (--no-checkpoint) |" in report
+    assert "skipped (--no_checkpoint)" in report and "empty-run" in report
+    assert "| (all runs) | head alignment | skipped (--no_checkpoint) |" in report
     assert "alignment.csv" not in files
 
 
@@ -303,7 +303,7 @@ def test_recorded_events_are_used_when_the_run_has_them(in_workdir):
         "detail": "written by a live detector",
     }
     write_rows(run_dir / "emergence" / "events.csv", [event])
-    assert report_main([str(run_dir), "--no-checkpoint", *FAST]) == 0
+    assert report_main([str(run_dir), "--no_checkpoint", *FAST]) == 0
     rows = read_rows(run_dir / "report" / "events.csv")
     assert [(r["source"], r["head"], r["detail"]) for r in rows] == [
         ("recorded", "2", "written by a live detector")
@@ -496,20 +496,20 @@ def test_missing_probe_set_is_re_simulated_only_with_rebuild_probe(
     assert not any(title.startswith("Figure 3") for title, _ in result.figures)
     reasons = [p.reason for p in result.problems if p.item.startswith("Figure 3")]
     assert any(
-        "emergence/probe_collision_scores.pt" in reason and "--rebuild-probe" in reason
+        "emergence/probe_collision_scores.pt" in reason and "--rebuild_probe" in reason
         for reason in reasons
     ), reasons
     assert not (tmp_path / "data_cache").exists()  # no data simulated
     assert not any("re-simulating" in warning for warning in warnings)
 
     out = tmp_path / "rebuilt"
-    assert report_main([str(run_dir), "--out", str(out), "--rebuild-probe", *FAST]) == 0
+    assert report_main([str(run_dir), "--out", str(out), "--rebuild_probe", *FAST]) == 0
     assert (out / "figure3_no-probe.png").read_bytes().startswith(PNG_MAGIC)
     err = capsys.readouterr().err
     assert [line for line in err.splitlines() if "re-simulating" in line] == [
         "lit-emergence report: warning: no-probe: Figure 3: no "
         "emergence/probe_collision_scores.pt; re-simulating the run's data from config.yaml "
-        "(--rebuild-probe)"
+        "(--rebuild_probe)"
     ]
     assert (tmp_path / "data_cache").is_dir()  # the rebuilt datamodule simulated here
-    assert "--rebuild-probe" not in (out / "report.md").read_text()
+    assert "--rebuild_probe" not in (out / "report.md").read_text()

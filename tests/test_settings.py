@@ -76,7 +76,7 @@ BAD_SETTINGS = [
         "--trainer.accelerator=gpu", "trainer: No supported gpu backend", id="accelerator-gpu"
     ),
     pytest.param("--trainer.devices=0", "devices", id="devices-0"),
-    pytest.param("--trainer.gradient_clip_val=-1", "gradient_clip_val=-1.0", id="grad-clip-neg"),
+    pytest.param("--trainer.gradient_clip_val=-1", "gradient_clip_val=-1", id="grad-clip-neg"),
     pytest.param(
         "--trainer.callbacks+=lit_emergence.callbacks.CollisionDetectionMontor",
         "did you mean lit_emergence.callbacks.CollisionDetectionMonitor",

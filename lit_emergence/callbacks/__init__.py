@@ -12,6 +12,7 @@ from lit_emergence.callbacks.gauge import GaugeInvariantMonitor
 from lit_emergence.callbacks.llc import LLCMonitor
 from lit_emergence.callbacks.measurement_schedule import LogSchedule
 from lit_emergence.callbacks.probe import ProbeSet
+from lit_emergence.callbacks.scheduled_checkpoint import ScheduledCheckpoint
 
 __all__ = [
     "AttentionDistanceMonitor",
@@ -22,4 +23,5 @@ __all__ = [
     "LogSchedule",
     "MeasurementCallback",
     "ProbeSet",
+    "ScheduledCheckpoint",
 ]

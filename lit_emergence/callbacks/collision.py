@@ -19,7 +19,7 @@ from lit_emergence.functional import (
     impact_queries,
     neighbour_mask,
 )
-from lit_emergence.metrics import CollisionScore
+from lit_emergence.metrics import BandCollisionScore, CollisionScore
 from lit_emergence.plotting import (
     AttentionPanel,
     attention_panels,
@@ -31,6 +31,7 @@ from lit_emergence.records.schema import (
     COLLISION_VARIANTS,
     DEFAULT_PARTIAL_THRESHOLD,
     DEFAULT_TRUE_THRESHOLD,
+    band_column,
     head_label,
 )
 
@@ -51,9 +52,15 @@ class CollisionDetectionMonitor(MeasurementCallback):
     ``#partners / (N - 1)``. Heads are classed ``true`` (score >= ``true_threshold``),
     ``partial`` (>= ``partial_threshold``) or ``none``.
 
+    The ``score`` is also resolved by height: ``score_band<k>`` is the score over the queries
+    whose centre lies in band ``k`` of ``num_bands`` equal bands over the box height (band 0
+    at the floor); a band without a counted query is empty. The count-weighted mean of the
+    band scores is the score.
+
     Writes ``RUN_DIR/emergence/collision_scores.csv`` (step, lr_integral, layer, head, score,
-    strict, impact, head_class) and logs per-head scalars ``collision/<variant>/L<l>H<h>``, a
-    summary (``collision/best_score``, ``collision/num_true``, ``collision/num_partial``), and on
+    strict, impact, head_class, score_band0 ... score_band<K-1>) and logs per-head scalars
+    ``collision/<variant>/L<l>H<h>`` and ``collision/score_band<k>/L<l>H<h>``, a summary
+    (``collision/best_score``, ``collision/num_true``, ``collision/num_partial``), and on
     ``image_schedule`` a [layer x head] heatmap and the attention of the most and least
     collision-like heads drawn on particles in free fall and in the settled pile (W&B only).
 
@@ -68,6 +75,11 @@ class CollisionDetectionMonitor(MeasurementCallback):
             above which a query counts as hit (``impact`` variant).
         gravity: Gravitational acceleration; default from ``trainer.datamodule.simulation``.
         frame_interval: Time between frames; default from ``trainer.datamodule.simulation``.
+        num_bands: Number of equal bands of query height for the ``score_band<k>`` columns
+            (>= 0; 0 writes none).
+        box_height: Height of the box (floor at ``y = 0``) the bands divide; default from
+            ``trainer.datamodule.simulation``. Without either, the band columns stay empty
+            (with a warning).
         attention_fn: ``(pl_module, batch) -> (B, L, H, N, N)``; default
             ``pl_module.probe_attention(batch)`` (see :mod:`lit_emergence.callbacks.protocol`).
         image_schedule: Steps at which figures are logged (default: 0, 1, 10, 100, ...).
@@ -85,6 +97,8 @@ class CollisionDetectionMonitor(MeasurementCallback):
         impact_threshold: float = 0.5,
         gravity: float | None = None,
         frame_interval: float | None = None,
+        num_bands: int = 4,
+        box_height: float | None = None,
         attention_fn: AttentionFn | None = None,
         image_schedule: Schedule | None = None,
         **kwargs: Any,
@@ -92,6 +106,10 @@ class CollisionDetectionMonitor(MeasurementCallback):
         super().__init__(**kwargs)
         if tolerance < 0:
             raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+        if not isinstance(num_bands, int) or num_bands < 0:
+            raise ValueError(f"num_bands must be an integer >= 0 (0: no bands), got {num_bands!r}")
+        if box_height is not None and not box_height > 0:
+            raise ValueError(f"box_height must be > 0 or None, got {box_height}")
         if not 0 < partial_threshold <= true_threshold <= 1:
             raise ValueError(
                 "need 0 < partial_threshold <= true_threshold <= 1, got "
@@ -103,6 +121,8 @@ class CollisionDetectionMonitor(MeasurementCallback):
         self.impact_threshold = impact_threshold
         self.gravity = gravity
         self.frame_interval = frame_interval
+        self.num_bands = num_bands
+        self.box_height = box_height
         self.attention_fn = attention_fn
         self.image_schedule = image_schedule or LogSchedule(points_per_decade=1)
         self._figure: Any = None
@@ -111,8 +131,8 @@ class CollisionDetectionMonitor(MeasurementCallback):
         self._box: tuple[float, float] | None = None
 
     def fieldnames(self, trainer: Trainer, pl_module: LightningModule) -> Sequence[str]:
-        """History columns."""
-        return list(COLLISION.columns)
+        """History columns: the fixed ones, then one per height band."""
+        return [*COLLISION.columns, *(band_column(k) for k in range(self.num_bands))]
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Take gravity, frame interval and box from the datamodule's simulation if not given."""
@@ -123,16 +143,23 @@ class CollisionDetectionMonitor(MeasurementCallback):
             self.frame_interval = float(simulation.frame_interval)
         if simulation is not None:
             self._box = (float(simulation.box_width), float(simulation.box_height))
+        if self.box_height is None and simulation is not None:
+            self.box_height = float(simulation.box_height)
         super().on_fit_start(trainer, pl_module)
 
     # ----------------------------------------------------------------------------- measuring
     def _can_measure(self, variant: str, batch: Mapping[str, Tensor]) -> bool:
         needs = {
             "score": ("radii",),
+            "bands": ("radii",),
             "strict": ("contacts",),
             "impact": ("contacts", "velocity_change"),
         }
+        if variant == "bands" and self.num_bands == 0:
+            return False
         missing = [key for key in needs[variant] if key not in batch]
+        if variant == "bands" and self.box_height is None:
+            missing.append("box_height (pass box_height= or use a datamodule with .simulation)")
         if variant == "impact" and (self.gravity is None or self.frame_interval is None):
             missing.append("gravity/frame_interval")
         reason = f"the probe lacks {missing}"
@@ -152,7 +179,7 @@ class CollisionDetectionMonitor(MeasurementCallback):
         self, trainer: Trainer, pl_module: LightningModule, probe: ProbeSet, step: int
     ) -> list[dict[str, Any]]:
         """Scores of every head on this rank's probe shard, reduced over ranks."""
-        metrics: dict[str, CollisionScore] = {}
+        metrics: dict[str, CollisionScore | BandCollisionScore] = {}
         for batch in probe.batches(self.probe_batch_size):
             attention = probe_attention(pl_module, batch, self.attention_fn, step)
             _, layers, heads = attention.shape[:3]
@@ -161,12 +188,18 @@ class CollisionDetectionMonitor(MeasurementCallback):
                     v: CollisionScore(layers, heads).to(attention.device)
                     for v in COLLISION_VARIANTS
                 }
+                if self._can_measure("bands", batch):
+                    height = float(self.box_height)  # known: _can_measure checked it
+                    bands = BandCollisionScore(layers, heads, height, self.num_bands)
+                    metrics["bands"] = bands.to(attention.device)
             valid = batch.get("valid")
             if self._can_measure("score", batch):
                 neighbours = neighbour_mask(
                     batch["positions"], batch["radii"], self.tolerance, valid
                 )
                 metrics["score"].update(attention, neighbours, valid=valid)
+                if "bands" in metrics:
+                    metrics["bands"].update(attention, neighbours, batch["positions"], valid=valid)
             if self._can_measure("strict", batch):
                 metrics["strict"].update(attention, batch["contacts"], valid=valid)
             if self._can_measure("impact", batch):
@@ -193,6 +226,12 @@ class CollisionDetectionMonitor(MeasurementCallback):
                 "head": head,
                 **{v: nan_to_none(float(scores[v][layer, head])) for v in COLLISION_VARIANTS},
                 "head_class": classes[layer][head],
+                **{
+                    band_column(k): nan_to_none(float(scores["bands"][layer, head, k]))
+                    if "bands" in scores
+                    else ""
+                    for k in range(self.num_bands)
+                },
             }
             for layer in range(layers)
             for head in range(heads)
@@ -204,11 +243,12 @@ class CollisionDetectionMonitor(MeasurementCallback):
     ) -> None:
         """Per-head scalars and a summary; figures on the image schedule."""
         metrics: dict[str, float] = {}
+        columns = [*COLLISION_VARIANTS, *(band_column(k) for k in range(self.num_bands))]
         for row in rows:
-            for variant in COLLISION_VARIANTS:
-                if row[variant] != "":
+            for column in columns:
+                if row[column] != "":
                     label = head_label(row["layer"], row["head"])
-                    metrics[f"collision/{variant}/{label}"] = row[variant]
+                    metrics[f"collision/{column}/{label}"] = row[column]
         scores = [row["score"] for row in rows if row["score"] != ""]
         if scores:
             metrics["collision/best_score"] = max(scores)

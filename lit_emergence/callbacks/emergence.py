@@ -32,6 +32,8 @@ _DESCRIPTIONS = {
     "power_law": "entered a power-law regime",
     "partial": "became a partial collision head",
     "true": "became a true collision head",
+    "phase": "detects collisions low in the box only (first phase)",
+    "phase_end": "left its low-bands-only phase",
 }
 
 
@@ -43,7 +45,9 @@ class EmergenceDetector(Callback):
     :class:`~lit_emergence.callbacks.AttentionDistanceMonitor` (``attention_distance.csv``)
     write, in memory as each measurement is written, and runs the causal detector of
     :mod:`lit_emergence.detection` on them: events ``onset``, ``power_law``, ``partial`` and
-    ``true``, each at most once per head (definitions: ``docs/detection.md``).
+    ``true``, and, from the collision history's ``score_band<k>`` columns, ``phase`` (true in
+    the low bands of query height but not the high ones) and ``phase_end``, each at most once
+    per head (definitions: ``docs/detection.md``).
     Each event is appended (flushed, fsynced) to ``RUN_DIR/emergence/events.csv`` (step,
     lr_integral, layer, head, event, event_step, event_lr_integral, value, detail), printed as
     one line, and logged as ``emergence/events/<event>`` (how many heads have had it) and

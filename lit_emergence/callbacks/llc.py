@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -14,7 +15,7 @@ from lit_emergence.callbacks.base import MeasurementCallback, Schedule, nan_to_n
 from lit_emergence.callbacks.measurement_schedule import LogSchedule
 from lit_emergence.callbacks.probe import ProbeSet
 from lit_emergence.llc import LLCResult, Restriction, attention_head_restrictions, estimate_llc_many
-from lit_emergence.llc.estimator import check_sampling_settings
+from lit_emergence.llc.settings import DEFAULT_LOCALIZATION, check_sampling_settings
 from lit_emergence.plotting import figure_to_array, loss_traces
 from lit_emergence.records.schema import LLC, WHOLE_MODEL
 
@@ -33,6 +34,20 @@ def _features(batch: Mapping[str, Tensor]) -> tuple:
 
 def _default_model(pl_module: LightningModule) -> nn.Module:
     return getattr(pl_module, "model", pl_module)
+
+
+def _training_set_size(trainer: Trainer) -> int | None:
+    """Number of training samples: the length of the training dataloader's dataset."""
+    loader = trainer.train_dataloader
+    if isinstance(loader, Mapping):
+        loader = next(iter(loader.values()), None)
+    elif isinstance(loader, list | tuple):
+        loader = loader[0] if loader else None
+    dataset = getattr(loader, "dataset", None)
+    try:
+        return len(dataset)  # type: ignore[arg-type]
+    except TypeError:
+        return None
 
 
 def _default_restrictions(model: nn.Module, per_head: bool) -> dict[str, Restriction]:
@@ -56,9 +71,17 @@ class LLCMonitor(MeasurementCallback):
 
     Writes ``RUN_DIR/emergence/llc.csv``: one row per step and component (``model``,
     ``l<layer>h<head>``) with the mean and std over chains, every chain's estimate
-    (``;``-separated), the diagnostics (diverged chains, ``trace_rise``, ``still_climbing``) and
-    the hyperparameters. Logs ``llc/<component>`` and, on ``image_schedule``, the chains' loss
-    traces (W&B).
+    (``;``-separated), the diagnostics (diverged chains, ``trace_rise``, ``still_climbing``,
+    MALA ``acceptance``, the estimate at ``localization / localization_check`` and the
+    ``localization_shift``), the ``verdict`` (``ok`` / ``localisation-dominated`` /
+    ``not-converged`` / ``diverged``; :mod:`lit_emergence.llc.diagnostics`) and the
+    hyperparameters. Logs ``llc/<component>`` and, on ``image_schedule``, the chains' loss
+    traces (W&B). The first time an estimate is localisation-dominated it warns once.
+
+    ``n_beta`` defaults to ``n / ln n`` with ``n`` the size of the training set (the length of
+    the training dataloader's dataset, or ``num_samples``), the step size to
+    ``0.05 / (n_beta + localization)``
+    and the localisation to 1 (:mod:`lit_emergence.llc.settings`).
 
     Args:
         per_head: Estimate every head as well as the whole model (needs a ``blocks[l].attn``
@@ -66,10 +89,16 @@ class LLCMonitor(MeasurementCallback):
         num_chains: Chains per component.
         num_draws: Kept draws per chain.
         num_burnin: Discarded steps before the first draw.
-        step_size: SGLD step size; at the default 3e-4 the loss traces level off within 250
-            steps, where 1e-5 to 1e-4 are still climbing (docs/llc.md).
+        step_size: SGLD step size; None = ``0.05 / (n_beta + localization)`` (``docs/llc.md``
+            says how to calibrate it).
         localization: Localisation strength gamma.
-        n_beta: ``n * beta``; default ``B / ln B`` with ``B = batch_size``.
+        n_beta: ``n * beta``: a number, ``"n/ln(n)"`` (None, the default: ``n`` the training
+            set size) or ``"B/ln(B)"`` (``B = batch_size``, the older rule).
+        num_samples: ``n`` for ``n/ln(n)``; None reads the training set size from the
+            training dataloader.
+        localization_check: Run each component's chains also at ``localization`` divided by
+            this (same noise) and report the shift; None skips it and halves the work.
+        acceptance_every: Measure the MALA acceptance at every this-many-th draw; None skips.
         sampler: ``"sgld"`` or ``"rmsprop_sgld"``.
         batch_size: Size of each fixed minibatch.
         num_batches: Number of fixed minibatches (drawn once from the training split).
@@ -100,9 +129,12 @@ class LLCMonitor(MeasurementCallback):
         num_chains: int = 4,
         num_draws: int = 100,
         num_burnin: int = 25,
-        step_size: float = 3e-4,
-        localization: float = 100.0,
-        n_beta: float | None = None,
+        step_size: float | None = None,
+        localization: float = DEFAULT_LOCALIZATION,
+        n_beta: float | str | None = None,
+        num_samples: int | None = None,
+        localization_check: float | None = 4.0,
+        acceptance_every: int | None = 4,
         sampler: str = "sgld",
         batch_size: int = 256,
         num_batches: int = 4,
@@ -125,9 +157,13 @@ class LLCMonitor(MeasurementCallback):
             localization=localization,
             sampler=sampler,
             n_beta=n_beta,
+            num_samples=num_samples,
+            localization_check=localization_check,
         )
-        if batch_size < 2:
-            raise ValueError(f"batch_size must be >= 2 (n_beta = B / ln B), got {batch_size}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if n_beta == "B/ln(B)" and batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 for n_beta = B / ln B, got {batch_size}")
         if num_batches < 1:
             raise ValueError(f"num_batches must be >= 1, got {num_batches}")
         kwargs.setdefault("num_probe_samples", batch_size * num_batches)
@@ -141,9 +177,13 @@ class LLCMonitor(MeasurementCallback):
             "step_size": step_size,
             "localization": localization,
             "n_beta": n_beta,
+            "localization_check": localization_check,
+            "acceptance_every": acceptance_every,
             "sampler": sampler,
             "compile": compile,
         }
+        self.num_samples = num_samples
+        self._warned_localization = False
         self.cuda_graph = cuda_graph
         self.batch_size = batch_size
         self.seed = seed
@@ -180,7 +220,9 @@ class LLCMonitor(MeasurementCallback):
         if names:
             batches = list(probe.batches(self.batch_size))
             # SGLD needs gradients; the estimator works on its own copies of the weights.
-            with torch.enable_grad():
+            with torch.enable_grad(), warnings.catch_warnings():
+                # said once per run below, not at every measurement
+                warnings.filterwarnings("ignore", "LLC localisation-dominated")
                 results = estimate_llc_many(
                     model,
                     self.loss_fn,
@@ -188,6 +230,7 @@ class LLCMonitor(MeasurementCallback):
                     {n: restrictions[n] for n in names},
                     inputs_fn=self.inputs_fn,
                     generator=self.seed + step,
+                    num_samples=self._num_samples(trainer),
                     cuda_graph=self.cuda_graph and pl_module.device.type == "cuda",
                     **self.settings,
                 )
@@ -203,7 +246,30 @@ class LLCMonitor(MeasurementCallback):
         rows.sort(key=lambda row: order[row["component"]])
         if self.images_due(trainer, step, self.image_schedule):
             self._traces = traces
+        dominated = [row["component"] for row in rows if row["verdict"] == "localisation-dominated"]
+        if dominated and not self._warned_localization and trainer.is_global_zero:
+            self._warned_localization = True
+            warnings.warn(
+                f"LLCMonitor: at step {step} the LLC of {', '.join(dominated)} is "
+                "localisation-dominated (verdict column of llc.csv); lower localization "
+                f"(now {self.settings['localization']:g}) or raise n_beta. Said once per run",
+                UserWarning,
+                stacklevel=2,
+            )
         return rows
+
+    def _num_samples(self, trainer: Trainer) -> int | None:
+        """``n`` of ``n/ln(n)``: given, or the training set size (None when not needed)."""
+        rule = self.settings["n_beta"]
+        if self.num_samples is not None or (rule is not None and rule != "n/ln(n)"):
+            return self.num_samples
+        size = _training_set_size(trainer)
+        if size is None:
+            raise ValueError(
+                "LLCMonitor: cannot read the training set size for n_beta = n / ln n from the "
+                "training dataloader; pass num_samples=<training set size> or n_beta"
+            )
+        return size
 
     def _row(self, name: str, result: LLCResult) -> dict[str, Any]:
         hyper = result.hyperparameters
@@ -215,11 +281,16 @@ class LLCMonitor(MeasurementCallback):
             "num_diverged": int(result.diverged.sum()),
             "trace_rise": nan_to_none(float(result.trace_rise)),
             "still_climbing": bool(result.still_climbing),
+            "acceptance": nan_to_none(float(result.acceptance)),
+            "llc_weak_localization": nan_to_none(float(result.llc_weak_localization)),
+            "localization_shift": nan_to_none(float(result.localization_shift)),
+            "exceeds_regular_bound": bool(result.exceeds_regular_bound),
+            "verdict": result.verdict,
             "init_loss": float(result.init_loss),
             "num_sampled": int(result.num_sampled),
-            "step_size": hyper.get("step_size", self.settings["step_size"]),
-            "localization": hyper.get("localization", self.settings["localization"]),
-            "n_beta": hyper.get("n_beta", self.settings["n_beta"]),
+            "step_size": hyper["step_size"],
+            "localization": hyper["localization"],
+            "n_beta": hyper["n_beta"],
             "sampler": self.settings["sampler"],
             "num_chains": self.settings["num_chains"],
             "num_draws": self.settings["num_draws"],
@@ -233,6 +304,7 @@ class LLCMonitor(MeasurementCallback):
             f"llc/{row['component']}": row["llc_mean"] for row in rows if row["llc_mean"] != ""
         }
         metrics["llc/num_diverged_chains"] = sum(row["num_diverged"] for row in rows)
+        metrics["llc/num_not_ok"] = sum(row["verdict"] != "ok" for row in rows)
         self.send_scalars(trainer, metrics, step)
         if self._traces is not None:
             figure = loss_traces(self._traces, title=f"SGLD loss traces, step {step}")

@@ -1,6 +1,11 @@
 """What a model and its data must provide for the attention-structure callbacks.
 
-The callbacks work with any LightningModule that implements one method::
+The callbacks find the attention of most models by themselves: every attention layer that
+:func:`lit_emergence.heads.attention_layers` recognises (``nn.MultiheadAttention``, also inside
+``nn.TransformerEncoder``; Hugging Face BERT-, GPT-2- and LLaMA-style models; TransformerLens;
+this package's ``ParticleTransformer``) is recorded during one forward pass of the
+LightningModule on the probe batch (:func:`lit_emergence.heads.call_model`). A module can
+instead implement one method::
 
     class MyModule(LightningModule):
         def probe_attention(self, batch: Mapping[str, Tensor]) -> Tensor:
@@ -8,8 +13,8 @@ The callbacks work with any LightningModule that implements one method::
             entry [b, l, h, i, j] is the attention of query token i on key token j in head h
             of layer l; rows sum to 1 over the keys attended to.'''
 
-(or pass ``attention_fn=lambda module, batch: ...`` to the callback instead), and whose probe
-batches — dicts of tensors, leading dimension B — carry the geometry of the tokens:
+or be given ``attention_fn=lambda module, batch: ...`` by the callback. The probe batches —
+dicts of tensors, leading dimension B — carry the geometry of the tokens:
 
 =============================  ============  ==================================================
 key                            shape         needed for
@@ -34,6 +39,8 @@ from collections.abc import Callable, Mapping
 
 from lightning.pytorch import LightningModule
 from torch import Tensor
+
+from lit_emergence.heads import call_model, capture_attention
 
 AttentionFn = Callable[[LightningModule, Mapping[str, Tensor]], Tensor]
 
@@ -100,12 +107,16 @@ def probe_attention(
 
 def _call_protocol(pl_module: LightningModule, batch: Mapping[str, Tensor]) -> Tensor:
     method = getattr(pl_module, "probe_attention", None)
-    if method is None:
-        raise TypeError(
-            f"{type(pl_module).__name__} has no probe_attention(batch) method: implement it "
-            "(see lit_emergence.callbacks.protocol) or pass attention_fn= to the callback"
-        )
-    attention = method(batch)
+    if method is not None:
+        attention = method(batch)
+    else:  # any model whose attention layers an adapter recognises: no code needed
+        try:
+            attention = capture_attention(pl_module, lambda: call_model(pl_module, batch))
+        except ValueError as error:
+            raise ValueError(
+                f"{error}; or give {type(pl_module).__name__} a probe_attention(batch) method "
+                "or pass attention_fn= to the callback"
+            ) from None
     if attention.dim() != 5:
         raise ValueError(
             "probe_attention must return (B, L, H, N, N) attention, "

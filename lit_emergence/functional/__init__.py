@@ -11,26 +11,35 @@ them (``attention_distance.attention_distance_statistics``,
 from lit_emergence.functional.attention_distance import (
     attention_distance_correlation,
     connected_correlation,
+    correlation_length,
     default_r_grid,
 )
 from lit_emergence.functional.collision import (
     HEAD_CLASSES,
+    band_collision_score,
     classify_heads,
     collision_score,
     head_class_names,
+    height_bands,
     impact_queries,
 )
 from lit_emergence.functional.geometry import neighbour_mask, pairwise_distances
+from lit_emergence.functional.query_distance import mean_attention_distance, query_correlation
 
 __all__ = [
     "HEAD_CLASSES",
     "attention_distance_correlation",
+    "band_collision_score",
     "classify_heads",
     "collision_score",
     "connected_correlation",
+    "correlation_length",
     "default_r_grid",
     "head_class_names",
+    "height_bands",
     "impact_queries",
+    "mean_attention_distance",
     "neighbour_mask",
     "pairwise_distances",
+    "query_correlation",
 ]

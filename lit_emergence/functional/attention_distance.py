@@ -1,4 +1,4 @@
-"""Attention-distance correlation of attention heads: Pearson r and the connected G(r).
+"""Attention-distance correlation of attention heads: Pearson r, G(r) and its length.
 
 Over the off-diagonal pairs of real particles of every scene (pooled over the batch):
 
@@ -6,7 +6,14 @@ Over the off-diagonal pairs of real particles of every scene (pooled over the ba
 - connected correlation function ``G(r) = E[A_ij 1{d_ij <= r}] - E[A_ij] E[1{d_ij <= r}]``
   on a grid of radii ``r``, the expectation over the same pairs. ``G(r) > 0`` where a head
   puts more than its average attention on pairs within ``r``; it vanishes beyond the largest
-  distance in the data.
+  distance in the data;
+- the correlation length of ``G`` (:func:`correlation_length`): the radius beyond contact at
+  which ``G`` has fallen to half its contact value.
+
+On a fixed probe set, ``G`` at the contact radius of the collision score is an affine function
+of that score (rows of attention sum to 1, so ``E[A]`` is fixed, and ``E[A 1{d <= r_c}]`` is
+the score times the fixed fraction of counted queries); ``G`` at other radii, the Pearson r and
+the correlation length are not functions of the score.
 
 Both are computed from float64 sufficient statistics (sums) per [layer, head], which add up
 over batches and ranks; the ``*_from_statistics`` functions turn sums into results and are
@@ -39,6 +46,7 @@ __all__ = [
     "connected_correlation",
     "connected_correlation_from_statistics",
     "correlation_from_statistics",
+    "correlation_length",
     "default_r_grid",
 ]
 
@@ -49,7 +57,7 @@ RADIAL_KEYS: tuple[str, ...] = ("sum_ind", "sum_a_ind")
 
 #: A variance below this fraction of the second moment is round-off of the float64 raw moments
 #: (about 1e-16 relative, times the summation's growth) and counts as a constant variable.
-_RELATIVE_VARIANCE_FLOOR = 1e-11
+RELATIVE_VARIANCE_FLOOR = 1e-11
 
 
 def default_r_grid(
@@ -212,8 +220,8 @@ def correlation_from_statistics(stats: dict[str, Tensor]) -> Tensor:
     var_a = moment_aa - mean_a.square()
     var_d = moment_dd - mean_d.square()
     covariance = stats["sum_ad"] / n - mean_a * mean_d
-    degenerate = (var_a <= _RELATIVE_VARIANCE_FLOOR * moment_aa) | (
-        var_d <= _RELATIVE_VARIANCE_FLOOR * moment_dd
+    degenerate = (var_a <= RELATIVE_VARIANCE_FLOOR * moment_aa) | (
+        var_d <= RELATIVE_VARIANCE_FLOOR * moment_dd
     )
     r = covariance / (var_a.clamp_min(0.0) * var_d.clamp_min(0.0)).sqrt()
     return r.clamp(-1.0, 1.0).masked_fill(degenerate, float("nan"))
@@ -281,3 +289,66 @@ def connected_correlation(
     """
     stats = attention_distance_statistics(attention, positions, valid, r_grid)
     return connected_correlation_from_statistics(stats)
+
+
+def correlation_length(
+    connected: Tensor, r_grid: Tensor, contact_index: int, fraction: float = 0.5
+) -> Tensor:
+    """Radius beyond contact at which ``G(r)`` first falls to ``fraction`` of its contact value.
+
+    Starting at ``g_c = G(r_grid[contact_index])`` and walking out along the grid, the first
+    radius ``r_k`` with ``G(r_k) <= fraction * g_c`` is found and the crossing is interpolated
+    linearly between ``r_{k-1}`` and ``r_k``. It measures how far the excess attention of a
+    local head reaches: a head that attends only to its contact partners keeps
+    ``E[A 1{d <= r}]`` constant beyond contact while the distance-blind term grows, so its
+    length is set by the probe set's pair distances; a head whose attention decays smoothly
+    with distance has a longer one. It depends on ``G`` at radii other than contact, i.e. on
+    how the attention that misses the partners is spread, so it is not a function of the
+    collision score.
+
+    Args:
+        connected: (..., R) ``G`` on ``r_grid`` (e.g. :func:`connected_correlation`'s (L, H, R)).
+        r_grid: (R,) ascending radii.
+        contact_index: Index of the contact radius in ``r_grid``.
+        fraction: Level, relative to the contact value, in (0, 1).
+
+    Returns:
+        (...) float64 radii in the units of ``r_grid``; NaN where ``g_c`` is not positive (no
+        excess attention at contact: no local structure to measure) or ``G`` never falls to
+        the level on the grid.
+
+    Raises:
+        ValueError: For mismatched shapes, an ``r_grid`` that is not sorted, a
+            ``contact_index`` outside the grid, or ``fraction`` outside (0, 1).
+
+    """
+    name = "correlation_length"
+    _check_r_grid(r_grid, name)
+    R = r_grid.numel()
+    if connected.ndim < 1 or connected.shape[-1] != R:
+        raise ValueError(
+            f"{name}: connected {tuple(connected.shape)} must end in the {R} radii of r_grid"
+        )
+    if not 0 <= contact_index < R:
+        raise ValueError(f"{name}: contact_index={contact_index} is outside the grid of {R} radii")
+    if not 0 < fraction < 1:
+        raise ValueError(f"{name}: fraction={fraction} must be in (0, 1); e.g. use 0.5")
+    connected = connected.to(torch.float64)
+    radii = r_grid.to(device=connected.device, dtype=torch.float64)
+    contact_value = connected[..., contact_index]
+    if contact_index == R - 1:  # no radius beyond contact to fall at
+        return torch.full_like(contact_value, torch.nan)
+    level = fraction * contact_value
+    beyond = connected[..., contact_index + 1 :]  # (..., R') radii past contact
+    below = beyond <= level[..., None]  # NaN compares False: never "below"
+    found = below.any(dim=-1) & (contact_value > 0)
+    # index of the first radius at or below the level (argmax returns the first maximum)
+    upper = below.to(torch.uint8).argmax(dim=-1, keepdim=True) + contact_index + 1
+    upper = upper.clamp_max(R - 1)
+    g_upper = connected.gather(-1, upper).squeeze(-1)
+    g_lower = connected.gather(-1, upper - 1).squeeze(-1)
+    r_upper, r_lower = radii[upper.squeeze(-1)], radii[upper.squeeze(-1) - 1]
+    # G(r_lower) > level >= G(r_upper) where found, so the denominator is positive there
+    step = torch.where(found, g_lower - g_upper, 1.0)
+    length = r_lower + (g_lower - level) / step * (r_upper - r_lower)
+    return torch.where(found, length, torch.nan)

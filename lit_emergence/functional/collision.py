@@ -11,6 +11,10 @@ a partner is the caller's choice of ``pair_mask``; three variants are standard:
 - ``impact``: ``pair_mask = contacts`` and ``query_mask = impact_queries(...)``, only the
   particles whose velocity change departs from free fall.
 
+The score per band of query height (:func:`band_collision_score`) splits the queries by the
+height of their centre into equal bands (band 0 at the floor): the paper's first phase, in which
+a head detects collisions only below some height, shows as low bands near 1 and high bands not.
+
 A head that attends only to partners scores 1; a head uniform over the ``N - 1`` other
 particles scores the mean of ``#partners_i / (N - 1)``; attention on self counts as off-partner.
 
@@ -28,6 +32,7 @@ from torch import Tensor
 from lit_emergence.functional._pairs import (
     check_attention,
     check_mask,
+    check_positions,
     scene_chunks,
     valid_pairs,
 )
@@ -36,10 +41,13 @@ from lit_emergence.records.schema import HEAD_CLASSES
 __all__ = [
     "HEAD_CLASSES",
     "CollisionStatistics",
+    "band_collision_score",
     "classify_heads",
     "collision_score",
     "collision_score_statistics",
+    "grouped_collision_score_statistics",
     "head_class_names",
+    "height_bands",
     "impact_queries",
 ]
 
@@ -86,25 +94,100 @@ def collision_score_statistics(
         ValueError: For wrongly shaped or typed inputs.
 
     """
-    name = "collision_score_statistics"
+    sum_mass, count = _partner_mass_statistics(
+        attention, pair_mask, query_mask, valid, None, 1, "collision_score_statistics"
+    )
+    return CollisionStatistics(sum_mass[..., 0], count[..., 0])
+
+
+def grouped_collision_score_statistics(
+    attention: Tensor,
+    pair_mask: Tensor,
+    groups: Tensor,
+    num_groups: int,
+    query_mask: Tensor | None = None,
+    valid: Tensor | None = None,
+) -> CollisionStatistics:
+    """The statistics of :func:`collision_score_statistics` for each group of queries.
+
+    Group ``g`` holds the queries with ``groups[b, i] == g``; its sums are those of the score
+    with ``query_mask & (groups == g)``. Every counted query is in exactly one group, so the
+    sums over groups are the ungrouped statistics, and the group scores recombine into the
+    score weighted by their counts.
+
+    Args:
+        attention: (B, L, H, N, N) attention patterns.
+        pair_mask: (B, N, N) bool partners of each query.
+        groups: (B, N) integer group of each query, in ``[0, num_groups)`` for real particles.
+        num_groups: Number of groups G, >= 1.
+        query_mask: Optional (B, N) bool restricting the queries.
+        valid: Optional (B, N) bool, True for real particles.
+
+    Returns:
+        :class:`CollisionStatistics` ``(sum_mass, count)``, both (L, H, G) float64.
+
+    Raises:
+        ValueError: For wrongly shaped inputs or group indices out of range.
+
+    """
+    return CollisionStatistics(
+        *_partner_mass_statistics(
+            attention,
+            pair_mask,
+            query_mask,
+            valid,
+            groups,
+            num_groups,
+            "grouped_collision_score_statistics",
+        )
+    )
+
+
+def _partner_mass_statistics(
+    attention: Tensor,
+    pair_mask: Tensor,
+    query_mask: Tensor | None,
+    valid: Tensor | None,
+    groups: Tensor | None,
+    num_groups: int,
+    name: str,
+) -> tuple[Tensor, Tensor]:
+    """(L, H, G) sums of partner mass and counts of the counted queries of each group."""
     B, L, H, N, _ = check_attention(attention, name)
     check_mask(pair_mask, (B, N, N), "pair_mask", name)
     check_mask(query_mask, (B, N), "query_mask", name)
     check_mask(valid, (B, N), "valid", name)
+    if not isinstance(num_groups, int) or num_groups < 1:
+        raise ValueError(f"{name}: num_groups={num_groups!r} must be a positive integer")
 
     pairs = pair_mask & valid_pairs(valid, B, N, attention.device)  # (B, N, N)
     queries = pairs.any(dim=-1)  # (B, N); a query must have a partner (real, not itself)
     if query_mask is not None:
         queries = queries & query_mask
+    if groups is None:
+        groups = torch.zeros(B, N, dtype=torch.long, device=attention.device)
+    elif groups.shape != (B, N) or groups.is_floating_point() or groups.dtype == torch.bool:
+        raise ValueError(
+            f"{name}: groups must be an integer tensor of shape {(B, N)}, got "
+            f"{groups.dtype} {tuple(groups.shape)}"
+        )
+    groups = groups.to(device=attention.device, dtype=torch.long)
+    counted_groups = groups[queries]
+    if counted_groups.numel() and not (
+        int(counted_groups.min()) >= 0 and int(counted_groups.max()) < num_groups
+    ):
+        raise ValueError(f"{name}: groups of counted queries must lie in [0, {num_groups})")
 
-    sum_mass = attention.new_zeros((L, H), dtype=torch.float64)
+    sum_mass = attention.new_zeros((L, H, num_groups), dtype=torch.float64)
     for chunk in scene_chunks(B, L * H * N * N):
         weights = attention[chunk].to(torch.float64)  # (b, L, H, N, N)
         mass = torch.where(pairs[chunk, None, None], weights, 0.0).sum(dim=-1)  # (b, L, H, N)
         mass = torch.where(queries[chunk, None, None], mass, 0.0)
-        sum_mass += mass.sum(dim=(0, 3))
-    count = queries.sum().to(torch.float64).expand(L, H).clone()  # (L, H)
-    return CollisionStatistics(sum_mass, count)
+        # one-hot membership (b, N, G): exact 0/1 weights, so each group sums its own queries
+        member = torch.nn.functional.one_hot(groups[chunk].clamp(0, num_groups - 1), num_groups)
+        sum_mass += torch.einsum("blhn,bng->lhg", mass, member.to(torch.float64))
+    count = torch.bincount(counted_groups, minlength=num_groups).to(torch.float64)  # (G,)
+    return sum_mass, count.expand(L, H, num_groups).clone()
 
 
 def collision_score(
@@ -130,6 +213,70 @@ def collision_score(
     """
     sum_mass, count = collision_score_statistics(attention, pair_mask, query_mask, valid)
     return sum_mass / count  # 0 / 0 = NaN: no query to average over
+
+
+def height_bands(positions: Tensor, box_height: float, num_bands: int = 4) -> Tensor:
+    """Band of each particle's height: ``num_bands`` equal bands over ``[0, box_height]``.
+
+    Band ``k`` holds the centres with ``k h <= y < (k + 1) h``, ``h = box_height / num_bands``;
+    band 0 is at the floor (``y = 0``). Centres outside the box (overlap with a wall, or the
+    garbage coordinates of padding) go to the nearest band.
+
+    Args:
+        positions: (B, N, 2) particle centres, ``y`` up.
+        box_height: Height of the box, > 0.
+        num_bands: Number of bands K, >= 1.
+
+    Returns:
+        (B, N) int64 bands in ``[0, K)``.
+
+    Raises:
+        ValueError: For a non-positive ``box_height`` or ``num_bands`` or bad ``positions``.
+
+    """
+    name = "height_bands"
+    check_positions(positions, name)
+    if not box_height > 0:
+        raise ValueError(f"{name}: box_height={box_height} must be > 0")
+    if not isinstance(num_bands, int) or num_bands < 1:
+        raise ValueError(f"{name}: num_bands={num_bands!r} must be a positive integer")
+    fraction = torch.nan_to_num(positions[..., 1].to(torch.float64) / box_height)
+    return (fraction * num_bands).floor().clamp(0, num_bands - 1).to(torch.long)
+
+
+def band_collision_score(
+    attention: Tensor,
+    pair_mask: Tensor,
+    positions: Tensor,
+    box_height: float,
+    num_bands: int = 4,
+    query_mask: Tensor | None = None,
+    valid: Tensor | None = None,
+) -> Tensor:
+    """Collision score per band of query height: the score over the queries of each band.
+
+    The queries are split by the height of their centre (:func:`height_bands`); each band's
+    score is the collision score with the queries of that band only. The count-weighted mean
+    of the band scores is the score (:func:`grouped_collision_score_statistics`).
+
+    Args:
+        attention: (B, L, H, N, N) attention patterns.
+        pair_mask: (B, N, N) bool partners of each query.
+        positions: (B, N, 2) particle centres (the heights of the queries).
+        box_height: Height of the box, > 0.
+        num_bands: Number of equal bands K, band 0 at the floor.
+        query_mask: Optional (B, N) bool restricting the queries.
+        valid: Optional (B, N) bool, True for real particles.
+
+    Returns:
+        (L, H, K) float64 scores; NaN for a band without a counted query.
+
+    """
+    bands = height_bands(positions, box_height, num_bands)
+    sum_mass, count = grouped_collision_score_statistics(
+        attention, pair_mask, bands, num_bands, query_mask, valid
+    )
+    return sum_mass / count  # 0 / 0 = NaN: no query in the band
 
 
 def impact_queries(

@@ -27,7 +27,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from lit_emergence.gauge.heads import HeadWeights, attention_modules, read_heads, write_heads
+from lit_emergence.gauge.heads import HeadWeights, attention_modules, read_heads
 from lit_emergence.gauge.lowrank import factored_svd
 
 __all__ = ["balanced_factors", "canonical_gauge", "canonical_heads", "gauge_imbalance"]
@@ -71,18 +71,37 @@ def canonical_heads(heads: HeadWeights) -> HeadWeights:
 def canonical_gauge(model: nn.Module, inplace: bool = False) -> nn.Module:
     """Bring every head of ``model`` into the canonical (balanced SVD) gauge.
 
+    Layers with rotary embeddings keep their QK maps (only the gauge maps that commute with
+    the rotations keep the function, and the balanced SVD factors are not among them); their
+    OV maps are balanced.
+
     Args:
-        model: A :class:`~lit_emergence.model.ParticleTransformer` or
-            :class:`~lit_emergence.module.LearnedSimulator`.
+        model: Any model whose attention layers :func:`lit_emergence.heads.attention_layers`
+            recognises.
         inplace: Overwrite ``model``'s weights instead of returning a deep copy.
 
     Returns:
         The model in the canonical gauge; same function (float64 arithmetic, cast back).
 
+    Raises:
+        ValueError: For grouped-query layers (heads share keys and values).
+
     """
+    layers = attention_modules(model)
+    grouped = [layer.label for layer in layers if layer.grouped]
+    if grouped:
+        raise ValueError(
+            f"{grouped[0]} shares keys and values between heads (grouped-query attention): "
+            "there is no per-head canonical gauge; compare such models by head_invariants"
+        )
     target = model if inplace else copy.deepcopy(model)
-    for attn in attention_modules(target):
-        write_heads(attn, canonical_heads(read_heads(attn)))
+    for layer in attention_modules(target):
+        heads = layer.read_heads()
+        balanced = canonical_heads(heads)
+        if layer.rotary is not None:  # only rotations' commutant keeps RoPE: leave QK alone
+            for name in ("query", "query_bias", "key", "key_bias"):
+                setattr(balanced, name, getattr(heads, name))
+        layer.write_heads(balanced)
     return target
 
 

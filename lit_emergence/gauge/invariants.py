@@ -177,7 +177,8 @@ class HeadInvariants:
 def _embedding_and_norm(model: nn.Module) -> tuple[nn.Linear, nn.LayerNorm] | None:
     inner = model if hasattr(model, "blocks") else getattr(model, "model", None)
     embed = getattr(inner, "embed", None)
-    norm = getattr(inner.blocks[0], "ln_attn", None) if inner is not None else None
+    blocks = getattr(inner, "blocks", None)
+    norm = getattr(blocks[0], "ln_attn", None) if isinstance(blocks, nn.ModuleList) else None
     if isinstance(embed, nn.Linear) and isinstance(norm, nn.LayerNorm):
         return embed, norm
     return None
@@ -227,8 +228,10 @@ def head_invariants(model: nn.Module) -> HeadInvariants:
     """Compute every gauge-invariant observable of every head of ``model``.
 
     Args:
-        model: A :class:`~lit_emergence.model.ParticleTransformer` or a module holding one as
-            ``.model`` (:class:`~lit_emergence.module.LearnedSimulator`).
+        model: Any model whose attention layers :func:`lit_emergence.heads.attention_layers`
+            recognises (a ``ParticleTransformer`` or ``LearnedSimulator``, an
+            ``nn.TransformerEncoder``, a Hugging Face model, ...). ``feature_qk`` is filled for
+            ``ParticleTransformer`` layouts only.
 
     Returns:
         The :class:`HeadInvariants` (float64, on CPU).

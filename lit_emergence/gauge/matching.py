@@ -101,8 +101,8 @@ def match_models(
     """Match the heads of two models (see :func:`match_heads`).
 
     Args:
-        model_a: A :class:`~lit_emergence.model.ParticleTransformer` or
-            :class:`~lit_emergence.module.LearnedSimulator`.
+        model_a: Any model whose attention layers
+            :func:`lit_emergence.heads.attention_layers` recognises.
         model_b: Another one with the same number of blocks, heads and head width.
         features_fn: ``model -> (L, H, K)`` gauge-invariant head features.
 

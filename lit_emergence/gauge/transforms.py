@@ -26,7 +26,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from lit_emergence.gauge.heads import HeadWeights, attention_modules, read_heads, write_heads
+from lit_emergence.gauge.heads import HeadWeights, attention_modules
+from lit_emergence.gauge.rotary import commutes_with_rotary, random_rotary_commuting
+from lit_emergence.heads import AttentionLayer
 
 __all__ = [
     "GaugeTransform",
@@ -136,8 +138,25 @@ def random_invertible(
 
 
 def _model_shape(model: nn.Module) -> tuple[int, int, int]:
-    attns = attention_modules(model)
-    return len(attns), attns[0].n_heads, attns[0].head_dim
+    layers = attention_modules(model)
+    shapes = {(layer.num_heads, layer.head_dim) for layer in layers}
+    if len(shapes) != 1:
+        raise ValueError(
+            f"the attention layers of {type(model).__name__} differ in (heads, head width) "
+            f"{sorted(shapes)}; a GaugeTransform needs one (L, H, Dh) shape"
+        )
+    ((heads, head_dim),) = shapes
+    return len(layers), heads, head_dim
+
+
+def _grouped(transform: Tensor, layer: AttentionLayer) -> Tensor:
+    """One layer's (H, Dh, Dh) matrices with every K/V group using its first head's matrix."""
+    if not layer.grouped:
+        return transform
+    first = torch.tensor(
+        [layer.kv_head(h) * (layer.num_heads // layer.kv_heads) for h in range(layer.num_heads)]
+    )
+    return transform[first]
 
 
 def identity_gauge(model: nn.Module) -> GaugeTransform:
@@ -173,6 +192,15 @@ def random_gauge(
     generator = _generator(generator)
     qk = random_invertible(Dh, condition_number, generator, (L, H))
     ov = random_invertible(Dh, condition_number, generator, (L, H))
+    for index, layer in enumerate(attention_modules(model)):
+        if layer.rotary is not None:
+            qk[index] = random_rotary_commuting(Dh, layer.rotary, condition_number, generator, (H,))
+        qk[index], ov[index] = _grouped(qk[index], layer), _grouped(ov[index], layer)
+        if permute_heads and layer.grouped:
+            raise ValueError(
+                f"{layer.label} groups its heads' keys and values (grouped-query attention): "
+                "heads cannot be permuted one by one; use permute_heads=False"
+            )
     if permute_heads:
         permutation = torch.stack([torch.randperm(H, generator=generator) for _ in range(L)])
     else:
@@ -223,8 +251,8 @@ def apply_gauge(model: nn.Module, transform: GaugeTransform, inplace: bool = Fal
     ``1e-7 * k``, in float64 by about ``1e-16 * k``.
 
     Args:
-        model: A :class:`~lit_emergence.model.ParticleTransformer` or
-            :class:`~lit_emergence.module.LearnedSimulator`.
+        model: Any model whose attention layers :func:`lit_emergence.heads.attention_layers`
+            recognises; rotary layers need QK matrices that commute with their rotations.
         transform: From :func:`random_gauge`, :func:`identity_gauge` or built by hand.
         inplace: Overwrite ``model``'s weights instead of returning a transformed deep copy.
 
@@ -238,12 +266,19 @@ def apply_gauge(model: nn.Module, transform: GaugeTransform, inplace: bool = Fal
     """
     _check_transform(transform, _model_shape(model))
     target = model if inplace else copy.deepcopy(model)
-    for layer, attn in enumerate(attention_modules(target)):
+    for index, layer in enumerate(attention_modules(target)):
+        qk = transform.qk[index]
+        if layer.rotary is not None and not commutes_with_rotary(qk, layer.rotary):
+            raise ValueError(
+                f"{layer.label} rotates queries and keys (rotary embeddings): its QK gauge "
+                "matrices must commute with the rotations (random_gauge draws such)"
+            )
+        device = layer.device
         heads = transform_heads(
-            read_heads(attn),
-            transform.qk[layer].to(attn.q_proj.weight.device),
-            transform.ov[layer].to(attn.q_proj.weight.device),
-            transform.permutation[layer].to(attn.q_proj.weight.device),
+            layer.read_heads(),
+            qk.to(device),
+            transform.ov[index].to(device),
+            transform.permutation[index].to(device),
         )
-        write_heads(attn, heads)
+        layer.write_heads(heads)
     return target

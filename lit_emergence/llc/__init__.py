@@ -2,15 +2,18 @@
 
 ``estimate_llc`` estimates the LLC of a model (or of a restriction of it, e.g. one attention
 head); ``estimate_llc_many`` runs many restrictions (whole model and every head) with all their
-chains in one vmap. Results are :class:`LLCResult` objects with the loss traces and
-diagnostics (diverged chains, traces still climbing).
+chains in one vmap. Results are :class:`LLCResult` objects with the loss traces, diagnostics
+(divergence, trace flatness, MALA acceptance, localisation check) and a verdict
+(``ok`` / ``localisation-dominated`` / ``not-converged`` / ``diverged``).
 
-The sampler's building blocks (``sampler.LangevinKernel``, ``noise.RestrictedNoise``,
-``restriction.resolve_restriction``, ``estimator.default_inputs``) stay importable from their
-modules.
+Defaults and their rules live in :mod:`lit_emergence.llc.settings`, the diagnostics and
+verdict thresholds in :mod:`lit_emergence.llc.diagnostics`. The sampler's building blocks
+(``sampler.LangevinKernel``, ``noise.RestrictedNoise``, ``restriction.resolve_restriction``,
+``prefix.PrefixCache``, ``estimator.default_inputs``) stay importable from their modules.
 """
 
-from lit_emergence.llc.estimator import default_n_beta, estimate_llc, estimate_llc_many
+from lit_emergence.llc.diagnostics import VERDICTS, VerdictThresholds
+from lit_emergence.llc.estimator import estimate_llc, estimate_llc_many
 from lit_emergence.llc.restriction import (
     Restriction,
     attention_head_restriction,
@@ -18,14 +21,27 @@ from lit_emergence.llc.restriction import (
 )
 from lit_emergence.llc.result import LLCResult
 from lit_emergence.llc.sampler import SAMPLERS
+from lit_emergence.llc.settings import (
+    DEFAULT_LOCALIZATION,
+    DEFAULT_STEP_SCALE,
+    calibration_grid,
+    default_n_beta,
+    n_beta_from_samples,
+)
 
 __all__ = [
+    "DEFAULT_LOCALIZATION",
+    "DEFAULT_STEP_SCALE",
     "SAMPLERS",
+    "VERDICTS",
     "LLCResult",
     "Restriction",
+    "VerdictThresholds",
     "attention_head_restriction",
     "attention_head_restrictions",
+    "calibration_grid",
     "default_n_beta",
     "estimate_llc",
     "estimate_llc_many",
+    "n_beta_from_samples",
 ]

@@ -19,13 +19,15 @@ The model itself is never modified: sampling runs on a copy of its module tree i
 (dropout off), without its hooks, that shares but never writes the original tensors (every
 parameter and buffer is supplied through ``functional_call``); noise comes from dedicated
 ``torch.Generator`` objects, never the global RNG.
+
+Defaults (:mod:`lit_emergence.llc.settings`): ``n_beta = n / ln n`` from the training set
+size, ``gamma = 1``, ``eps = 0.05 / (n_beta + gamma)``. Every result carries its diagnostics
+and a verdict (:mod:`lit_emergence.llc.diagnostics`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import math
 import secrets
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -35,30 +37,27 @@ import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from lit_emergence.llc.chains import ChainGroup, group_by_sampled_tensors
+from lit_emergence.llc.chains import ChainGroup, group_by_sampled_tensors, structural_copy
+from lit_emergence.llc.diagnostics import DEFAULT_THRESHOLDS, VerdictThresholds
 from lit_emergence.llc.restriction import Restriction, resolve_restriction
-from lit_emergence.llc.result import LLCResult, summarize_chains
-from lit_emergence.llc.sampler import SAMPLERS
+from lit_emergence.llc.result import LLCResult, attach_localization_check, summarize_chains
+from lit_emergence.llc.settings import (
+    DEFAULT_LOCALIZATION,
+    DEFAULT_STEP_SCALE,
+    check_settings,
+    default_n_beta,
+    default_step_size,
+    per_restriction,
+    resolve_n_beta,
+)
 
 __all__ = ["default_inputs", "default_n_beta", "estimate_llc", "estimate_llc_many"]
 
 LossFn = Callable[[Any, Any], Tensor]
 InputsFn = Callable[[Any], tuple]
 
-
-def default_n_beta(batch_size: int) -> float:
-    """``B / ln B``, the usual inverse temperature times sample size for minibatches of B.
-
-    Args:
-        batch_size: Minibatch size B (at least 2).
-
-    Returns:
-        ``B / ln(B)``, e.g. 46.17 for B = 256.
-
-    """
-    if batch_size < 2:
-        raise ValueError(f"batch size {batch_size} < 2 gives no B/ln B; pass n_beta explicitly")
-    return batch_size / math.log(batch_size)
+#: Suffix of the internal restriction that checks another at a weaker localisation.
+_CHECK = "\x1fweak-localization"
 
 
 def default_inputs(batch: Any) -> tuple:
@@ -127,9 +126,10 @@ def estimate_llc_many(
     *,
     inputs_fn: InputsFn | None = None,
     sampler: str = "sgld",
-    step_size: float | Mapping[str, float] = 1e-4,
-    localization: float | Mapping[str, float] = 100.0,
-    n_beta: float | None = None,
+    step_size: float | Mapping[str, float] | None = None,
+    localization: float | Mapping[str, float] = DEFAULT_LOCALIZATION,
+    n_beta: float | str | None = None,
+    num_samples: int | None = None,
     num_chains: int = 4,
     num_draws: int = 200,
     num_burnin: int = 50,
@@ -140,8 +140,12 @@ def estimate_llc_many(
     rmsprop_eps: float = 0.1,
     divergence_factor: float = 1e3,
     climb_threshold: float = 1.0,
+    localization_check: float | None = 4.0,
+    acceptance_every: int | None = 4,
+    thresholds: VerdictThresholds | None = None,
     chunk_size: int | None = None,
     math_attention: bool = True,
+    cache_prefix: bool = True,
     compile: bool | str = False,
     cuda_graph: bool = False,
 ) -> dict[str, LLCResult]:
@@ -151,12 +155,17 @@ def estimate_llc_many(
     and zero noise elsewhere); all ``len(restrictions) * num_chains`` chains start at ``w*``
     and advance together. Restrictions that sample the same tensors (e.g. the heads of one
     attention block) share one ``vmap(grad_and_value(loss))`` per step; tensors a group does
-    not sample stay unbatched, so what depends only on them (earlier blocks) is computed once
-    per step, not per chain (:mod:`lit_emergence.llc.chains`).
+    not sample stay unbatched, and what runs before its tensors is kept per minibatch rather
+    than recomputed (:mod:`lit_emergence.llc.chains`, :mod:`lit_emergence.llc.prefix`).
 
     Noise: restriction ``r`` draws its noise from its own generator seeded with the run's
     seed, on its sampled coordinates only (:mod:`lit_emergence.llc.noise`), so each result
     equals :func:`estimate_llc` of that restriction alone with the same seed.
+
+    Diagnostics (:mod:`lit_emergence.llc.diagnostics`): every result carries the MALA
+    acceptance of its steps, the estimate of the same chains' budget at
+    ``localization / localization_check`` (same noise), trace flatness, divergence and a
+    ``verdict``. One ``UserWarning`` names the estimates that are localisation-dominated.
 
     Divergence never raises: a chain whose loss becomes non-finite or explodes is flagged in
     :attr:`LLCResult.diverged`, a ``RuntimeWarning`` is issued, and the estimate uses the
@@ -174,10 +183,15 @@ def estimate_llc_many(
         inputs_fn: ``inputs_fn(batch) -> tuple`` of model arguments; default
             :func:`default_inputs`.
         sampler: ``"sgld"`` or ``"rmsprop_sgld"`` (:mod:`lit_emergence.llc.sampler`).
-        step_size: SGLD step size eps; a float, or a dict with a value per restriction name.
+        step_size: SGLD step size eps; a float, a dict with a value per restriction name, or
+            None for ``0.05 / (n_beta + gamma)``
+            (:func:`~lit_emergence.llc.settings.default_step_size`).
         localization: Localisation strength gamma; a float or a dict per restriction name.
-        n_beta: Inverse temperature times sample size; None = ``B / ln B`` with B the leading
-            dimension of the first model input of the first batch (:func:`default_n_beta`).
+        n_beta: Inverse temperature times sample size: a number, ``"n/ln(n)"`` (None, the
+            default) or ``"B/ln(B)"`` with B the leading size of the first model input
+            (:func:`~lit_emergence.llc.settings.resolve_n_beta`).
+        num_samples: ``n`` of ``n/ln(n)``: the number of training samples the loss is averaged
+            over (the training set size); None counts the samples in ``batches``.
         num_chains: Chains per restriction (K).
         num_draws: Kept draws per chain.
         num_burnin: Steps discarded before the first draw.
@@ -192,11 +206,20 @@ def estimate_llc_many(
             ``L(w*) + divergence_factor * (|L(w*)| + 1 / n_beta)`` or became non-finite.
         climb_threshold: Flag ``still_climbing`` when the chain-averaged loss rises by more
             than this many chain spreads over the second half of the draws.
+        localization_check: Also run the same chains (same number, same noise) at
+            ``localization / localization_check`` and report the shift; doubles the work.
+            None skips it (a calibration sweep that varies gamma itself does not need it).
+        acceptance_every: Measure the MALA acceptance at every this-many-th kept draw (one
+            more gradient evaluation each, free with a single minibatch); None skips it.
+        thresholds: Where the verdicts turn (default :class:`VerdictThresholds`).
         chunk_size: ``vmap`` chunk size (chains computed at once); None = all, lower it to
             bound memory.
         math_attention: Run ``F.scaled_dot_product_attention`` on its math kernel while
             sampling (``torch.nn.attention.sdpa_kernel``): the fused CPU kernels have no vmap
             batching rule and would loop over chains. False keeps PyTorch's kernel choice.
+        cache_prefix: Keep the activations that run before a group's sampled tensors per
+            minibatch instead of recomputing them every step (self-checked; not with
+            ``compile``). Changes no result.
         compile: Wrap the vectorised gradient in ``torch.compile``: True for its default
             mode, or a mode name, e.g. ``"reduce-overhead"`` (CUDA graphs on a GPU). The
             first call compiles (tens of seconds); results agree with eager to round-off.
@@ -204,7 +227,7 @@ def estimate_llc_many(
             per minibatch in a CUDA graph and replay it (CUDA only): removes the per-operation
             launch cost that bounds small models on a GPU. The noise is still drawn from the
             restrictions' generators before each replay, so results equal the eager path's to
-            round-off. Costs one capture per minibatch (their memory is shared).
+            round-off. Costs one capture per minibatch (two with the acceptance measured).
 
     Returns:
         Dict restriction name -> :class:`LLCResult`, in the order of ``restrictions``.
@@ -213,7 +236,7 @@ def estimate_llc_many(
         ValueError: For an invalid setting (one line naming it), before any sampling.
 
     """
-    _check_settings(
+    check_settings(
         sampler=sampler,
         num_chains=num_chains,
         num_draws=num_draws,
@@ -222,12 +245,15 @@ def estimate_llc_many(
         divergence_factor=divergence_factor,
         rmsprop_alpha=rmsprop_alpha,
         rmsprop_eps=rmsprop_eps,
+        localization_check=localization_check,
+        acceptance_every=1 if acceptance_every is None else acceptance_every,
     )
     if not restrictions:
         raise ValueError("restrictions is empty; pass e.g. {'model': None}")
     names = list(restrictions)
-    step_sizes = _per_restriction("step_size", step_size, names, allow_zero=False)
-    localizations = _per_restriction("localization", localization, names, allow_zero=True)
+    if step_size is not None:
+        per_restriction("step_size", step_size, names, allow_zero=False)
+    localizations = per_restriction("localization", localization, names, allow_zero=True)
     batches = list(batches)
     if not batches:
         raise ValueError("batches is empty; pass at least one minibatch")
@@ -253,93 +279,139 @@ def estimate_llc_many(
         raise ValueError(f"cuda_graph=True needs a CUDA device, got {device}; leave it False here")
 
     batches = [_to_device(batch, device) for batch in batches]
-    if n_beta is None:
-        n_beta = default_n_beta(_leading_size(inputs_fn(batches[0])))
-        n_beta_rule = "B/ln(B)"
+    n_beta, n_beta_rule, n_used = resolve_n_beta(
+        n_beta,
+        num_samples,
+        batch_size=_leading_size(inputs_fn(batches[0])),
+        samples_in_batches=sum(_leading_size(inputs_fn(b)) for b in batches),
+    )
+    if step_size is None:
+        step_sizes = [default_step_size(n_beta, gamma) for gamma in localizations]
+        step_size_rule = f"{DEFAULT_STEP_SCALE:g}/(n_beta+gamma)"
     else:
-        n_beta_rule = "given"
-    if not n_beta > 0:
-        raise ValueError(f"n_beta={n_beta} must be > 0; e.g. leave it None for B/ln(B)")
+        step_sizes = per_restriction("step_size", step_size, names, allow_zero=False)
+        step_size_rule = "given"
     seed = _resolve_seed(generator)
 
+    # -- every restriction, then its localisation check right after it (same mask, same seed:
+    #    the same noise, so the two estimates differ by the localisation, not by chance) ----
+    settings = {
+        name: (masks_by_restriction[name], step_sizes[r], localizations[r])
+        for r, name in enumerate(names)
+    }
+    if localization_check is not None:
+        settings = {
+            key: value
+            for name, (masks, eps, gamma) in settings.items()
+            for key, value in (
+                [(name, (masks, eps, gamma))]
+                + ([(name + _CHECK, (masks, eps, gamma / localization_check))] if gamma else [])
+            )
+        }
+    keys = list(settings)
+
     # -- chains: one stacked group per set of sampled tensors (lit_emergence.llc.chains) -----
-    network = _structural_copy(model)
+    network = structural_copy(model)
     at_center = {n: p.detach().to(device).clone() for n, p in parameters.items()}
     buffers = {n: b.detach().to(device).clone() for n, b in model.named_buffers()}
     num_steps = num_burnin + num_draws * thinning
-    index = {name: r for r, name in enumerate(names)}
     groups: list[tuple[list[str], ChainGroup]] = []
-    for group_names in group_by_sampled_tensors(masks_by_restriction, list(parameters)):
-        rows = [index[name] for name in group_names]
-        kernel_settings = {
-            "sampler": sampler,
-            "step_size": torch.tensor([step_sizes[r] for r in rows], dtype=torch.float64),
-            "localization": torch.tensor([localizations[r] for r in rows], dtype=torch.float64),
-            "n_beta": n_beta,
-            "rmsprop_alpha": rmsprop_alpha,
-            "rmsprop_eps": rmsprop_eps,
-        }
-        chains = ChainGroup(
-            network, at_center, buffers, [masks_by_restriction[n] for n in group_names],
-            list(parameters), loss_fn, inputs_fn, num_chains, num_steps, kernel_settings, seed,
-            chunk_size=chunk_size, compile=compile,
-        )  # fmt: skip
-        groups.append((group_names, chains))
 
     def attention() -> contextlib.AbstractContextManager:
         return sdpa_kernel([SDPBackend.MATH]) if math_attention else contextlib.nullcontext()
 
-    first = groups[0][1]
     with attention():
-        init_losses = _losses_at_center(first.minibatch_loss, first.views, batches)
+        for group_keys in group_by_sampled_tensors(
+            {key: settings[key][0] for key in keys}, list(parameters)
+        ):
+            kernel_settings = {
+                "sampler": sampler,
+                "step_size": torch.tensor(
+                    [settings[k][1] for k in group_keys], dtype=torch.float64
+                ),
+                "localization": torch.tensor(
+                    [settings[k][2] for k in group_keys], dtype=torch.float64
+                ),
+                "n_beta": n_beta,
+                "rmsprop_alpha": rmsprop_alpha,
+                "rmsprop_eps": rmsprop_eps,
+            }
+            chains = ChainGroup(
+                network, at_center, buffers, [settings[k][0] for k in group_keys],
+                list(parameters), loss_fn, inputs_fn, num_chains, num_steps, kernel_settings,
+                seed, batches, chunk_size=chunk_size, compile=compile, cache_prefix=cache_prefix,
+            )  # fmt: skip
+            groups.append((group_keys, chains))
+        first = groups[0][1]
+        init_losses = _losses_at_center(first, batches)
 
-    def step_all(batch: Any) -> None:
-        for _, chains in groups:
-            chains.langevin_step(batch)
+    steps = torch.arange(num_steps)
+    is_draw = (steps >= num_burnin) & ((steps - num_burnin) % thinning == 0)
+    draw_index = torch.cumsum(is_draw, 0) - 1
+    if acceptance_every is None:
+        measured = torch.zeros(num_steps, dtype=torch.bool)
+    else:
+        measured = is_draw & (draw_index % acceptance_every == 0)
+    measured_list = measured.tolist()
 
-    def warm_up(batch: Any) -> None:
+    def step_all(batch_index: int, measure: bool) -> None:
         for _, chains in groups:
-            chains.gradients(batch)
+            chains.langevin_step(batches[batch_index], batch_index, measure)
+
+    def warm_up(batch_index: int) -> None:
+        for _, chains in groups:
+            chains.gradients(batches[batch_index], batch_index)
 
     # -- sampling: losses stay on the device until the end --------------------------------
     with torch.no_grad(), attention():
-        replays = _capture_steps(step_all, warm_up, batches) if cuda_graph else None
+        replays = (
+            _capture_steps(step_all, warm_up, len(batches), any(measured_list))
+            if cuda_graph
+            else None
+        )
         for t in range(num_steps):
             for _, chains in groups:
                 chains.noise.sample()  # into noise.buffer, which the step (or graph) reads
             batch_index = t % len(batches)
             if replays is not None:
-                replays[batch_index].replay()
+                replays[batch_index, measured_list[t]].replay()
             else:
-                step_all(batches[batch_index])
+                step_all(batch_index, measured_list[t])
             for _, chains in groups:
                 chains.trace[:, t] = chains.step_losses
+                if measured_list[t]:
+                    chains.acceptance[:, t] = chains.step_acceptance
 
     # one host transfer for all traces and reference losses
     traces = [chains.trace.reshape(-1) for _, chains in groups]
     packed = torch.cat([*traces, init_losses.to(dtype)]).to("cpu", torch.float64)
-    trace_cpu, num_sampled, offset = {}, {}, 0
-    for group_names, chains in groups:
-        block = packed[offset : offset + chains.trace.numel()]
-        block = block.view(len(group_names), num_chains, num_steps)
-        offset += chains.trace.numel()
-        for r, name in enumerate(group_names):
-            trace_cpu[name] = block[r]
-            num_sampled[name] = int(chains.masks[r].sum())
+    acceptances = torch.cat([chains.acceptance.reshape(-1) for _, chains in groups]).cpu()
+    trace_cpu, acceptance_cpu, num_sampled, offset = {}, {}, {}, 0
+    for group_keys, chains in groups:
+        size = chains.trace.numel()
+        block = packed[offset : offset + size].view(len(group_keys), num_chains, num_steps)
+        accepted = acceptances[offset : offset + size].view(len(group_keys), num_chains, num_steps)
+        offset += size
+        for r, key in enumerate(group_keys):
+            trace_cpu[key] = block[r]
+            acceptance_cpu[key] = accepted[r]
+            num_sampled[key] = int(chains.masks[r].sum())
     init_cpu = packed[offset:]
 
-    steps = torch.arange(num_steps)
-    is_draw = (steps >= num_burnin) & ((steps - num_burnin) % thinning == 0)
     batch_of_step = steps % len(batches)
     common = {
         "sampler": sampler,
         "n_beta": n_beta,
         "n_beta_rule": n_beta_rule,
+        "num_samples": n_used,
+        "step_size_rule": step_size_rule,
         "num_chains": num_chains,
         "num_draws": num_draws,
         "num_burnin": num_burnin,
         "thinning": thinning,
         "num_batches": len(batches),
+        "localization_check": localization_check,
+        "acceptance_every": acceptance_every,
         "seed": seed,
         "dtype": str(dtype),
         "device": str(device),
@@ -347,41 +419,74 @@ def estimate_llc_many(
     if sampler == "rmsprop_sgld":
         common.update(rmsprop_alpha=rmsprop_alpha, rmsprop_eps=rmsprop_eps)
 
-    results = {}
-    for r, name in enumerate(names):
-        result = summarize_chains(
-            trace_cpu[name],
+    summaries = {
+        key: summarize_chains(
+            trace_cpu[key],
             is_draw,
             init_cpu,
             batch_of_step,
+            acceptance_cpu[key],
             n_beta=n_beta,
             divergence_factor=divergence_factor,
             climb_threshold=climb_threshold,
-            num_sampled=num_sampled[name],
+            num_sampled=num_sampled[key],
             hyperparameters={
                 **common,
-                "step_size": step_sizes[r],
-                "localization": localizations[r],
+                "step_size": settings[key][1],
+                "localization": settings[key][2],
             },
+            thresholds=thresholds or DEFAULT_THRESHOLDS,
         )
+        for key in keys
+    }
+    results = {}
+    for name in names:
+        result = summaries[name]
+        if name + _CHECK in summaries:
+            result = attach_localization_check(
+                result, summaries[name + _CHECK], thresholds or DEFAULT_THRESHOLDS
+            )
         if result.num_diverged:
             finite = num_chains - result.num_diverged
             uses = f"the estimate uses the {finite} others" if finite else "the estimate is NaN"
             warnings.warn(
                 f"LLC {name!r}: {result.num_diverged} of {num_chains} chains diverged "
                 f"(non-finite or exploding loss); {uses}. Lower step_size "
-                f"(now {step_sizes[r]:g}) or raise localization",
+                f"(now {result.hyperparameters['step_size']:g}) or raise localization",
                 RuntimeWarning,
                 stacklevel=3,  # the caller, past the inference_mode decorator
             )
         results[name] = result
+    escaped = {n: r for n, r in results.items() if r.exceeds_regular_bound}
+    if escaped:
+        listed = ", ".join(
+            f"{n!r} ({r.llc_mean:.4g} > d/2 = {r.num_sampled / 2:g})" for n, r in escaped.items()
+        )
+        warnings.warn(
+            f"LLC above the largest LLC of a minimum, the chains left the basin of w*: {listed}; "
+            "lower step_size",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    dominated = {n: r for n, r in results.items() if r.verdict == "localisation-dominated"}
+    if dominated:
+        listed = ", ".join(f"{n!r} ({r.localization_shift:.0%})" for n, r in dominated.items())
+        warnings.warn(
+            f"LLC localisation-dominated: at localization/{localization_check:g} the estimate "
+            f"rises by the percentage given: {listed}; lower localization or raise n_beta",
+            UserWarning,
+            stacklevel=3,
+        )
     return results
 
 
 def _capture_steps(
-    step: Callable[[Any], None], warm_up: Callable[[Any], None], batches: list[Any]
-) -> list[torch.cuda.CUDAGraph]:
-    """One CUDA graph of ``step`` per minibatch, sharing one memory pool.
+    step: Callable[[int, bool], None],
+    warm_up: Callable[[int], None],
+    num_batches: int,
+    with_acceptance: bool,
+) -> dict[tuple[int, bool], torch.cuda.CUDAGraph]:
+    """One CUDA graph of ``step`` per minibatch (and per acceptance on/off), one memory pool.
 
     Capturing records kernels without running them, so the chains do not move; the warm-up
     (lazy initialisation outside the capture, as CUDA graphs require) evaluates gradients
@@ -391,86 +496,19 @@ def _capture_steps(
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        for batch in batches[:2]:
-            warm_up(batch)
+        for batch_index in range(min(2, num_batches)):
+            warm_up(batch_index)
     torch.cuda.current_stream().wait_stream(side)
-    graphs: list[torch.cuda.CUDAGraph] = []
-    for batch in batches:
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=graphs[0].pool() if graphs else None):
-            step(batch)
-        graphs.append(graph)
+    graphs: dict[tuple[int, bool], torch.cuda.CUDAGraph] = {}
+    pool = None
+    for measure in (False, True) if with_acceptance else (False,):
+        for batch_index in range(num_batches):
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                step(batch_index, measure)
+            pool = graph.pool() if pool is None else pool
+            graphs[batch_index, measure] = graph
     return graphs
-
-
-def _check_settings(**settings: Any) -> None:
-    if settings["sampler"] not in SAMPLERS:
-        raise ValueError(f"sampler={settings['sampler']!r} is unknown; use one of {SAMPLERS}")
-    for name in ("num_chains", "num_draws", "thinning"):
-        if int(settings[name]) != settings[name] or settings[name] < 1:
-            raise ValueError(f"{name}={settings[name]} must be a positive integer")
-    if int(settings["num_burnin"]) != settings["num_burnin"] or settings["num_burnin"] < 0:
-        raise ValueError(f"num_burnin={settings['num_burnin']} must be an integer >= 0")
-    if not settings["divergence_factor"] > 0:
-        raise ValueError(f"divergence_factor={settings['divergence_factor']} must be > 0")
-    if not 0.0 <= settings["rmsprop_alpha"] < 1.0:
-        raise ValueError(f"rmsprop_alpha={settings['rmsprop_alpha']} must be in [0, 1)")
-    if not settings["rmsprop_eps"] > 0:
-        raise ValueError(f"rmsprop_eps={settings['rmsprop_eps']} must be > 0, e.g. 0.1")
-
-
-def check_sampling_settings(
-    *,
-    num_chains: int,
-    num_draws: int,
-    num_burnin: int,
-    step_size: float | Mapping[str, float],
-    localization: float | Mapping[str, float],
-    sampler: str,
-    n_beta: float | None = None,
-) -> None:
-    """Check sampling settings before any work, with the messages :func:`estimate_llc_many` gives.
-
-    Raises:
-        ValueError: One line naming the setting, its value and the rule.
-    """
-    _check_settings(
-        sampler=sampler,
-        num_chains=num_chains,
-        num_draws=num_draws,
-        num_burnin=num_burnin,
-        thinning=1,
-        divergence_factor=1.0,
-        rmsprop_alpha=0.0,
-        rmsprop_eps=1.0,
-    )
-    for setting, value, allow_zero in (
-        ("step_size", step_size, False),
-        ("localization", localization, True),
-    ):
-        _per_restriction(
-            setting, value, list(value) if isinstance(value, Mapping) else [setting], allow_zero
-        )
-    if n_beta is not None and not (math.isfinite(n_beta) and n_beta > 0):
-        raise ValueError(f"n_beta={n_beta} must be finite and > 0, or null for the default")
-
-
-def _per_restriction(
-    setting: str, value: float | Mapping[str, float], names: list[str], allow_zero: bool
-) -> list[float]:
-    """One float per restriction from a float or a dict name -> float."""
-    if isinstance(value, Mapping):
-        missing = [n for n in names if n not in value]
-        if missing:
-            raise ValueError(f"{setting} has no value for restriction(s) {missing}; add them")
-        values = [float(value[n]) for n in names]
-    else:
-        values = [float(value)] * len(names)
-    for v in values:
-        if not (v >= 0 if allow_zero else v > 0) or not math.isfinite(v):
-            bound = ">= 0" if allow_zero else "> 0"
-            raise ValueError(f"{setting}={v} must be finite and {bound}")
-    return values
 
 
 def _resolve_seed(generator: torch.Generator | int | None) -> int:
@@ -506,38 +544,14 @@ def _leading_size(inputs: tuple) -> int:
     raise ValueError("cannot infer the batch size from the model inputs; pass n_beta")
 
 
-def _structural_copy(model: nn.Module) -> nn.Module:
-    """Copy the module tree in eval mode, sharing (never writing) the original tensors.
-
-    Every parameter and buffer is replaced through ``functional_call``, so the copy needs no
-    storage of its own; its forward hooks are removed so that observers registered on the
-    original model do not see the sampler's batched tensors.
-    """
-    memo = {id(t): t for t in [*model.parameters(), *model.buffers()]}
-    network = copy.deepcopy(model, memo)
-    network.eval()
-    for module in network.modules():
-        for hooks in (
-            module._forward_hooks,
-            module._forward_pre_hooks,
-            module._backward_hooks,
-            module._backward_pre_hooks,
-        ):
-            hooks.clear()
-    return network
-
-
-def _losses_at_center(
-    minibatch_loss: Callable[[dict[str, Tensor], Any], Tensor],
-    views: dict[str, Tensor],
-    batches: list[Any],
-) -> Tensor:
+def _losses_at_center(chains: ChainGroup, batches: list[Any]) -> Tensor:
     """``L_b(w*)`` for every batch (num_batches,), checking that the loss is a scalar."""
-    center = {n: v[0] for n, v in views.items()}  # every chain starts at w*
+    center = {n: v[0] for n, v in chains.views.items()}  # every chain starts at w*
     losses = []
     with torch.no_grad():
-        for batch in batches:
-            loss = minibatch_loss(center, batch)
+        for batch_index, batch in enumerate(batches):
+            chains.select(batch_index)
+            loss = chains.minibatch_loss(center, batch)
             if not isinstance(loss, Tensor) or loss.ndim != 0:
                 shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
                 raise ValueError(

@@ -11,9 +11,8 @@ at the point of estimation ``w*``. Accepted forms:
 
 :func:`resolve_restriction` turns any of these into a dict ``name -> bool mask`` holding only
 the tensors with at least one sampled entry. :func:`attention_head_restriction` builds the
-weight-refined restriction of one attention head of a
-:class:`~lit_emergence.model.ParticleTransformer` (or any model whose blocks expose
-``attn.q_proj``, ``k_proj``, ``v_proj``, ``out_proj`` and ``attn.head_slice``).
+weight-refined restriction of one attention head of any model whose attention layers
+:func:`lit_emergence.heads.attention_layers` recognises.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from lit_emergence.model import block_attentions
+from lit_emergence.heads import attention_layers
 from lit_emergence.records.schema import WHOLE_MODEL, llc_component
 
 __all__ = [
@@ -107,51 +106,39 @@ def _check_name(parameters: Mapping[str, Tensor], name: str) -> None:
 def attention_head_restriction(model: nn.Module, layer: int, head: int) -> dict[str, Tensor]:
     """Masks selecting one attention head's weights: the weight-refined (per-head) restriction.
 
-    Head ``h`` of block ``layer`` owns rows ``h*Dh:(h+1)*Dh`` of the ``q_proj``, ``k_proj``
-    and ``v_proj`` weights and the same entries of their biases, and columns
-    ``h*Dh:(h+1)*Dh`` of ``out_proj.weight``. ``out_proj.bias`` is added after the heads are
-    summed, so it belongs to no head and is not sampled. The head has ``4 * Dh * D + 3 * Dh``
-    sampled coordinates (D the model width, Dh the head width).
+    The head owns its block of the query, key and value weights (and the same entries of their
+    biases) and its block of the output projection's input side; the output bias is added
+    after the heads are summed, so it belongs to no head and is not sampled. For a
+    ``ParticleTransformer`` that is rows ``h*Dh:(h+1)*Dh`` of ``q_proj``, ``k_proj``,
+    ``v_proj`` and columns ``h*Dh:(h+1)*Dh`` of ``out_proj.weight``: ``4 * Dh * D + 3 * Dh``
+    coordinates (D the model width, Dh the head width). Fused ``in_proj_weight``, GPT-2's
+    ``c_attn`` and TransformerLens' per-head tensors are split the same way; in a
+    grouped-query layer the head's key/value entries are its group's shared ones.
 
     Args:
-        model: A model with ``model.blocks[layer].attn`` exposing ``q_proj``, ``k_proj``,
-            ``v_proj``, ``out_proj`` (``nn.Linear``) and ``head_slice(head)``, e.g. a
-            :class:`~lit_emergence.model.ParticleTransformer`.
-        layer: Block index.
-        head: Head index within the block.
+        model: Any model whose attention layers :func:`lit_emergence.heads.attention_layers`
+            recognises (``layer`` counts them in module order).
+        layer: Attention layer index.
+        head: Head index within the layer.
 
     Returns:
         Dict ``parameter name -> bool mask`` for :func:`~lit_emergence.llc.estimate_llc`'s
         ``restrict`` argument.
 
     Raises:
-        ValueError: If the model has no such block or head.
+        ValueError: If the model has no such layer or head.
 
     """
-    blocks = getattr(model, "blocks", None)
-    if blocks is None or not 0 <= layer < len(blocks):
-        count = 0 if blocks is None else len(blocks)
-        raise ValueError(f"layer={layer} is out of range; the model has {count} blocks")
-    attn = block_attentions(model)[layer]
-    if not 0 <= head < attn.n_heads:
-        raise ValueError(f"head={head} is out of range; block {layer} has {attn.n_heads} heads")
-    prefix = next(name for name, module in model.named_modules() if module is attn)
-    rows = attn.head_slice(head)
-
-    masks: dict[str, Tensor] = {}
-    for proj in ("q_proj", "k_proj", "v_proj"):
-        linear: nn.Linear = getattr(attn, proj)
-        weight = torch.zeros_like(linear.weight, dtype=torch.bool)
-        weight[rows, :] = True  # output rows of this head
-        masks[f"{prefix}.{proj}.weight"] = weight
-        if linear.bias is not None:
-            bias = torch.zeros_like(linear.bias, dtype=torch.bool)
-            bias[rows] = True
-            masks[f"{prefix}.{proj}.bias"] = bias
-    out_weight = torch.zeros_like(attn.out_proj.weight, dtype=torch.bool)
-    out_weight[:, rows] = True  # input columns fed by this head
-    masks[f"{prefix}.out_proj.weight"] = out_weight
-    return masks
+    layers = attention_layers(model)
+    if not 0 <= layer < len(layers):
+        raise ValueError(
+            f"layer={layer} is out of range; the model has {len(layers)} attention layers"
+        )
+    if not 0 <= head < layers[layer].num_heads:
+        raise ValueError(
+            f"head={head} is out of range; layer {layer} has {layers[layer].num_heads} heads"
+        )
+    return layers[layer].head_masks(head)
 
 
 def attention_head_restrictions(
@@ -165,16 +152,18 @@ def attention_head_restrictions(
 
     Returns:
         Dict for :func:`~lit_emergence.llc.estimate_llc_many`: ``"model" -> None`` and
-        ``"l{layer}h{head}" -> masks`` for every block and head.
+        ``"l{layer}h{head}" -> masks`` for every layer and head.
+
+    Raises:
+        ValueError: One line naming the attention module no adapter fits.
 
     """
     try:
-        attentions = block_attentions(model)
+        layers = attention_layers(model)
     except ValueError as error:
-        raise ValueError(f"{error}; give the heads' restrictions yourself") from None
+        raise ValueError(f"{error}; or give the heads' restrictions yourself") from None
     restrictions: dict[str, Restriction] = {WHOLE_MODEL: None} if include_model else {}
-    for layer, attn in enumerate(attentions):
-        for head in range(attn.n_heads):
-            name = llc_component(layer, head)
-            restrictions[name] = attention_head_restriction(model, layer, head)
+    for index, layer in enumerate(layers):
+        for head in range(layer.num_heads):
+            restrictions[llc_component(index, head)] = layer.head_masks(head)
     return restrictions

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,7 +10,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["LLCResult", "summarize_chains"]
+from lit_emergence.llc.diagnostics import (
+    DEFAULT_THRESHOLDS,
+    VerdictThresholds,
+    exceeds_regular_bound,
+    localization_shift,
+    verdict,
+)
+
+__all__ = ["LLCResult", "attach_localization_check", "summarize_chains"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,19 @@ class LLCResult:
         still_climbing: ``trace_rise > climb_threshold``.
         num_sampled: Number of coordinates each chain samples.
         hyperparameters: Everything needed to reproduce the run (sampler, step size, ...).
+        acceptance_trace: MALA acceptance probability of each step (K, S), NaN where not
+            measured (:mod:`lit_emergence.llc.diagnostics`).
+        acceptance: Mean acceptance over the measured steps of the finite chains (NaN if none).
+        llc_weak_localization: ``llc_mean`` of the same chains' budget, same noise, at
+            ``localization / localization_check`` (NaN without the check).
+        weak_localization_per_chain: Its per-chain values (K,) (NaN without the check).
+        localization_shift: ``(llc_weak_localization - llc_mean) / llc_weak_localization``
+            over the chains finite in both (NaN without the check or when not positive).
+        localization_shift_z: The mean paired difference over its standard error.
+        exceeds_regular_bound: ``llc_mean`` is above 1.5 times ``num_sampled / 2`` by two
+            standard errors: the chains left the basin of ``w*``.
+        verdict: ``"ok"``, ``"localisation-dominated"``, ``"not-converged"`` or
+            ``"diverged"`` (:func:`lit_emergence.llc.diagnostics.verdict`).
 
     """
 
@@ -56,6 +78,14 @@ class LLCResult:
     still_climbing: bool
     num_sampled: int
     hyperparameters: dict[str, Any] = field(default_factory=dict)
+    acceptance_trace: Tensor | None = None
+    acceptance: float = math.nan
+    llc_weak_localization: float = math.nan
+    weak_localization_per_chain: Tensor | None = None
+    localization_shift: float = math.nan
+    localization_shift_z: float = math.nan
+    exceeds_regular_bound: bool = False
+    verdict: str = "ok"
 
     @property
     def num_chains(self) -> int:
@@ -84,7 +114,7 @@ class LLCResult:
         return self.loss_trace[:, self.is_draw]
 
     def summary(self) -> dict[str, float]:
-        """Scalars for logging: mean, std, init loss, divergence and climbing diagnostics."""
+        """Scalars for logging: the estimate and every diagnostic (the verdict aside)."""
         return {
             "llc_mean": self.llc_mean,
             "llc_std": self.llc_std,
@@ -92,6 +122,9 @@ class LLCResult:
             "fraction_diverged": self.fraction_diverged,
             "trace_rise": self.trace_rise,
             "still_climbing": float(self.still_climbing),
+            "acceptance": self.acceptance,
+            "llc_weak_localization": self.llc_weak_localization,
+            "localization_shift": self.localization_shift,
         }
 
 
@@ -123,12 +156,14 @@ def summarize_chains(
     is_draw: Tensor,
     init_losses: Tensor,
     batch_of_step: Tensor,
+    acceptance_trace: Tensor | None = None,
     *,
     n_beta: float,
     divergence_factor: float,
     climb_threshold: float,
     num_sampled: int,
     hyperparameters: dict[str, Any],
+    thresholds: VerdictThresholds = DEFAULT_THRESHOLDS,
 ) -> LLCResult:
     """Estimate and diagnose one restriction from its chains' loss traces (CPU tensors).
 
@@ -137,14 +172,18 @@ def summarize_chains(
         is_draw: Bool (S,), the kept draws.
         init_losses: ``L_b(w*)`` per batch (num_batches,), float64.
         batch_of_step: Batch index used at each step (S,).
+        acceptance_trace: MALA acceptance per step (K, S), NaN where not measured; None if
+            not measured at all.
         n_beta: Inverse temperature times sample size.
         divergence_factor: See :attr:`LLCResult.diverged`.
         climb_threshold: See :attr:`LLCResult.still_climbing`.
         num_sampled: Coordinates sampled per chain.
         hyperparameters: Stored in the result.
+        thresholds: Where the verdict turns.
 
     Returns:
-        The :class:`LLCResult`.
+        The :class:`LLCResult` (without a localisation check: see
+        :func:`attach_localization_check`).
 
     """
     reference = init_losses[batch_of_step[is_draw]]  # L_{b(t)}(w*) at each draw (T,)
@@ -162,6 +201,14 @@ def summarize_chains(
     llc_mean = float(kept.mean()) if kept.numel() else math.nan
     llc_std = float(kept.std()) if kept.numel() > 1 else math.nan
     trace_rise = _trace_rise(draws[~diverged]) if kept.numel() else math.nan
+    still_climbing = bool(trace_rise > climb_threshold)
+    acceptance = math.nan
+    if acceptance_trace is not None:
+        measured = acceptance_trace[~diverged]
+        measured = measured[measured.isfinite()]
+        acceptance = float(measured.mean()) if measured.numel() else math.nan
+    sem = llc_std / math.sqrt(kept.numel()) if kept.numel() > 1 else math.nan
+    above = exceeds_regular_bound(llc_mean, sem, num_sampled, thresholds)
     return LLCResult(
         llc_per_chain=llc,
         llc_mean=llc_mean,
@@ -172,7 +219,54 @@ def summarize_chains(
         init_losses=init_losses,
         diverged=diverged,
         trace_rise=trace_rise,
-        still_climbing=bool(trace_rise > climb_threshold),
+        still_climbing=still_climbing,
         num_sampled=num_sampled,
         hyperparameters=hyperparameters,
+        acceptance_trace=acceptance_trace,
+        acceptance=acceptance,
+        exceeds_regular_bound=above,
+        verdict=verdict(
+            num_diverged=int(diverged.sum()),
+            still_climbing=still_climbing,
+            acceptance=acceptance,
+            localization_shift=math.nan,
+            shift_z=math.nan,
+            exceeds_regular=above,
+            thresholds=thresholds,
+        ),
+    )
+
+
+def attach_localization_check(
+    result: LLCResult,
+    check: LLCResult,
+    thresholds: VerdictThresholds = DEFAULT_THRESHOLDS,
+) -> LLCResult:
+    """``result`` with the localisation check ``check`` (same chains, weaker localisation).
+
+    Args:
+        result: The estimate.
+        check: The estimate of the same chains' budget at the weaker localisation.
+        thresholds: Where the verdict turns.
+
+    Returns:
+        A copy of ``result`` with the check's fields and the verdict that includes them.
+
+    """
+    shift, z = localization_shift(result.llc_per_chain, check.llc_per_chain)
+    return dataclasses.replace(
+        result,
+        llc_weak_localization=check.llc_mean,
+        weak_localization_per_chain=check.llc_per_chain,
+        localization_shift=shift,
+        localization_shift_z=z,
+        verdict=verdict(
+            num_diverged=result.num_diverged,
+            still_climbing=result.still_climbing,
+            acceptance=result.acceptance,
+            localization_shift=shift,
+            shift_z=z,
+            exceeds_regular=result.exceeds_regular_bound,
+            thresholds=thresholds,
+        ),
     )

@@ -19,6 +19,10 @@ devinterp's ``rmsprop_sgld``), with ``V_0 = 0``, decay ``alpha`` (0.99) and stab
     w <- w - m * (eps / 2) * G * [n_beta g + gamma (w - w*)] + sqrt(eps G) xi
 
 Frozen coordinates (``m = 0``) get zero drift and zero noise, so they stay exactly at ``w*``.
+:meth:`LangevinKernel.potential` gives the potential ``U = n_beta L + gamma/2 |w - w*|^2``
+and its gradient on the sampled coordinates, and :attr:`LangevinKernel.noise_scale` the
+width of the last step's proposal, for the MALA acceptance
+(:mod:`lit_emergence.llc.diagnostics`).
 """
 
 from __future__ import annotations
@@ -66,7 +70,8 @@ class LangevinKernel:
         self.sampler = sampler
         self.center = center  # (P,)
         self.step_size = step_size.to(dtype=dtype, device=device)[:, None, None]  # (R, 1, 1)
-        self.masked_half_step = masks.to(dtype)[:, None, :] * (self.step_size / 2)  # (R, 1, P)
+        self.mask = masks.to(dtype)[:, None, :]  # (R, 1, P)
+        self.masked_half_step = self.mask * (self.step_size / 2)  # (R, 1, P)
         self.sqrt_step = self.step_size.sqrt()
         self.localization = localization.to(dtype=dtype, device=device)[:, None, None]
         self.n_beta = n_beta
@@ -76,6 +81,8 @@ class LangevinKernel:
         self.square_avg = (
             torch.zeros(shape, dtype=dtype, device=device) if sampler == "rmsprop_sgld" else None
         )
+        # the noise scale of the last step, sqrt(eps) or sqrt(eps G): the proposal's width
+        self.noise_scale: Tensor = self.sqrt_step
 
     def step(self, w: Tensor, grad: Tensor, noise: Tensor) -> None:
         """Advance every chain by one step, in place.
@@ -94,4 +101,24 @@ class LangevinKernel:
         self.square_avg.mul_(self.alpha).addcmul_(grad, grad, value=1.0 - self.alpha)
         precondition = (self.square_avg.sqrt() + self.delta).reciprocal_()  # G
         w.addcmul_(drift * precondition, self.masked_half_step, value=-1.0)
-        w.addcmul_(noise, (precondition * self.step_size).sqrt_())
+        self.noise_scale = (precondition * self.step_size).sqrt_()
+        w.addcmul_(noise, self.noise_scale)
+
+    def potential(self, w: Tensor, grad: Tensor, loss: Tensor) -> tuple[Tensor, Tensor]:
+        """``U = n_beta L + gamma/2 |w - w*|^2`` and its gradient on the sampled coordinates.
+
+        Args:
+            w: Chains (R, K, P).
+            grad: Gradient of the minibatch loss at ``w`` (R, K, P).
+            loss: Minibatch loss at ``w`` (R, K).
+
+        Returns:
+            ``(U, F)``: U (R, K) in float64; F (R, K, P), zero on frozen coordinates.
+
+        """
+        offset = (w - self.center) * self.mask
+        energy = self.n_beta * loss.to(torch.float64) + (
+            self.localization.to(torch.float64) / 2
+        ).squeeze(-1) * (offset * offset).sum(dim=-1, dtype=torch.float64)
+        force = torch.add(self.localization * offset, grad, alpha=self.n_beta) * self.mask
+        return energy, force

@@ -8,6 +8,13 @@ from lit_emergence.metrics.attention_distance import (
     AttentionDistanceCorrelation,
     ConnectedCorrelation,
 )
-from lit_emergence.metrics.collision_score import CollisionScore
+from lit_emergence.metrics.collision_score import BandCollisionScore, CollisionScore
+from lit_emergence.metrics.query_distance import QueryDistance
 
-__all__ = ["AttentionDistanceCorrelation", "CollisionScore", "ConnectedCorrelation"]
+__all__ = [
+    "AttentionDistanceCorrelation",
+    "BandCollisionScore",
+    "CollisionScore",
+    "ConnectedCorrelation",
+    "QueryDistance",
+]

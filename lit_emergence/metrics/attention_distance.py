@@ -1,4 +1,4 @@
-"""Attention-distance correlation (Pearson r) and connected correlation G(r), per head.
+"""Attention-distance correlation (Pearson r), connected correlation G(r) and its length.
 
 Both metrics hold the float64 sums of
 :func:`~lit_emergence.functional.attention_distance.attention_distance_statistics` (reduced by
@@ -7,7 +7,8 @@ functions as the functional API, so there is one implementation of the maths. Th
 classes because they have different states (G(r) needs a grid); a
 :class:`ConnectedCorrelation` also carries the Pearson sums, and
 :meth:`ConnectedCorrelation.compute_pearson` returns r from them, so one instance serves both
-when the grid is wanted anyway.
+when the grid is wanted anyway; :meth:`ConnectedCorrelation.compute_length` returns the
+correlation length of G(r) from the same sums.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from lit_emergence.functional.attention_distance import (
     attention_distance_statistics,
     connected_correlation_from_statistics,
     correlation_from_statistics,
+    correlation_length,
 )
 from lit_emergence.metrics._shape import check_attention_heads, check_heads
 
@@ -132,3 +134,15 @@ class ConnectedCorrelation(AttentionDistanceCorrelation):
         """
         with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self.sync_on_compute):
             return correlation_from_statistics(self._statistics())
+
+    def compute_length(self, contact_index: int, fraction: float = 0.5) -> Tensor:
+        """Return the (L, H) correlation length of G(r), synchronised like compute.
+
+        See :func:`~lit_emergence.functional.correlation_length`: the radius beyond
+        ``r_grid[contact_index]`` at which G first falls to ``fraction`` of its value there
+        (NaN where G at contact is not positive or never falls that far on the grid). Under
+        DDP every rank must call this.
+        """
+        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self.sync_on_compute):
+            connected = connected_correlation_from_statistics(self._statistics())
+            return correlation_length(connected, self.r_grid, contact_index, fraction)

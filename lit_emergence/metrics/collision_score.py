@@ -1,4 +1,4 @@
-"""Collision-detection score of every attention head, accumulated over batches and ranks."""
+"""Collision-detection score of every attention head (overall and per band of query height)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,14 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from lit_emergence.functional.collision import collision_score_statistics
+from lit_emergence.functional.collision import (
+    collision_score_statistics,
+    grouped_collision_score_statistics,
+    height_bands,
+)
 from lit_emergence.metrics._shape import check_attention_heads, check_heads
 
-__all__ = ["CollisionScore"]
+__all__ = ["BandCollisionScore", "CollisionScore"]
 
 
 class CollisionScore(Metric):
@@ -78,4 +82,85 @@ class CollisionScore(Metric):
 
     def compute(self) -> Tensor:
         """Return the (L, H) float64 scores; NaN for heads with no counted query."""
+        return self.sum_mass / self.count
+
+
+class BandCollisionScore(Metric):
+    """Collision score per band of query height, per [layer, head].
+
+    The queries are split into ``num_bands`` equal bands of the height of their centre over
+    ``[0, box_height]`` (band 0 at the floor); each band's score is the score over its queries
+    (:func:`~lit_emergence.functional.band_collision_score`). Holds the (L, H, K) float64
+    sums of partner mass and query counts, reduced by ``"sum"`` across processes, so it is
+    exact under DDP; the count-weighted mean of the band scores is the
+    :class:`CollisionScore` of the same updates.
+
+    Args:
+        num_layers: Number of layers L of the attention.
+        num_heads: Heads per layer H.
+        box_height: Height of the box (floor at ``y = 0``), > 0.
+        num_bands: Number of bands K, >= 1.
+        kwargs: Passed to :class:`torchmetrics.Metric`.
+
+    Raises:
+        ValueError: For bad head counts, a non-positive ``box_height`` or ``num_bands``.
+
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    sum_mass: Tensor
+    count: Tensor
+
+    def __init__(
+        self,
+        num_layers: int,
+        num_heads: int,
+        box_height: float,
+        num_bands: int = 4,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(**kwargs)
+        name = type(self).__name__
+        check_heads(num_layers, num_heads, name)
+        if not box_height > 0:
+            raise ValueError(f"{name}: box_height={box_height} must be > 0")
+        if not isinstance(num_bands, int) or num_bands < 1:
+            raise ValueError(f"{name}: num_bands={num_bands!r} must be a positive integer")
+        self.num_layers, self.num_heads = num_layers, num_heads
+        self.box_height, self.num_bands = float(box_height), num_bands
+        zeros = torch.zeros(num_layers, num_heads, num_bands, dtype=torch.float64)
+        self.add_state("sum_mass", default=zeros.clone(), dist_reduce_fx="sum")
+        self.add_state("count", default=zeros.clone(), dist_reduce_fx="sum")
+
+    def update(
+        self,
+        attention: Tensor,
+        pair_mask: Tensor,
+        positions: Tensor,
+        query_mask: Tensor | None = None,
+        valid: Tensor | None = None,
+    ) -> None:
+        """Add one batch.
+
+        Args:
+            attention: (B, L, H, N, N) attention patterns.
+            pair_mask: (B, N, N) bool partners of each query.
+            positions: (B, N, 2) particle centres (the heights of the queries).
+            query_mask: Optional (B, N) bool restricting the queries.
+            valid: Optional (B, N) bool, True for real particles.
+
+        """
+        check_attention_heads(attention, self.num_layers, self.num_heads, type(self).__name__)
+        bands = height_bands(positions, self.box_height, self.num_bands)
+        sum_mass, count = grouped_collision_score_statistics(
+            attention, pair_mask, bands, self.num_bands, query_mask, valid
+        )
+        self.sum_mass += sum_mass.to(self.sum_mass.device)
+        self.count += count.to(self.count.device)
+
+    def compute(self) -> Tensor:
+        """Return the (L, H, K) float64 band scores; NaN for a band with no counted query."""
         return self.sum_mass / self.count

@@ -23,6 +23,7 @@ Every history has the optimizer step (``step``) and the gradient-flow time at th
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -35,6 +36,20 @@ CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
 #: The checkpoint a resumed run or the report prefers.
 LAST_CHECKPOINT = "last.ckpt"
+#: Checkpoints saved at the measurement schedule (``ScheduledCheckpoint``), for offline analysis.
+SCHEDULED_CHECKPOINT = "step-{step:07d}.ckpt"
+#: Glob of the scheduled checkpoints.
+SCHEDULED_CHECKPOINT_GLOB = "step-*.ckpt"
+
+
+def scheduled_checkpoint_step(path: Path) -> int | None:
+    """The step of a scheduled checkpoint file (``step-0000100.ckpt`` -> 100), else None."""
+    stem = path.name.removesuffix(".ckpt")
+    if not path.name.endswith(".ckpt") or not stem.startswith("step-"):
+        return None
+    digits = stem.removeprefix("step-")
+    return int(digits) if digits.isdigit() else None
+
 
 #: Time coordinate of a history: optimizer steps, or gradient-flow time (cumulative lr).
 TimeAxis = Literal["step", "gradient_flow"]
@@ -111,6 +126,8 @@ _HEAD_KEYS = ("step", "lr_integral", "layer", "head")
 #: Variants of the collision-detection score, in column order.
 COLLISION_VARIANTS: tuple[str, ...] = ("score", "strict", "impact")
 
+#: The collision history's columns are these, then one ``score_band<k>`` column per band of
+#: query height (:func:`band_column`; as many as the monitor's ``num_bands``, none for 0).
 COLLISION = HistorySpec(
     name="collision",
     file="collision_scores.csv",
@@ -118,11 +135,22 @@ COLLISION = HistorySpec(
     columns=(*_HEAD_KEYS, *COLLISION_VARIANTS, "head_class"),
     required=(*_HEAD_KEYS, "score", "head_class"),
 )
+#: Distance observables that are not functions of the collision score (``g_contact`` is an
+#: affine function of it on a fixed probe set): attention-weighted mean distance, per-query
+#: Pearson and Spearman correlations, correlation length of G(r). Lengths in contact distances.
+DISTANCE_OBSERVABLES: tuple[str, ...] = (
+    "mean_distance",
+    "query_pearson",
+    "query_spearman",
+    "corr_length",
+)
+#: The distance history's columns are these, then one ``g_r<r>`` per grid radius
+#: (:func:`distance_column`).
 DISTANCE = HistorySpec(
     name="distance",
     file="attention_distance.csv",
     writer="AttentionDistanceMonitor",
-    columns=(*_HEAD_KEYS, "pearson", "g_contact"),
+    columns=(*_HEAD_KEYS, "pearson", "g_contact", *DISTANCE_OBSERVABLES),
     required=(*_HEAD_KEYS, "pearson", "g_contact"),
 )
 LLC = HistorySpec(
@@ -139,6 +167,11 @@ LLC = HistorySpec(
         "num_diverged",
         "trace_rise",
         "still_climbing",
+        "acceptance",
+        "llc_weak_localization",
+        "localization_shift",
+        "exceeds_regular_bound",
+        "verdict",
         "init_loss",
         "num_sampled",
         "step_size",
@@ -211,8 +244,55 @@ OBSERVABLES: tuple[Observable, ...] = (
     Observable("score", "collision", "score", "growth", 1.0, "collision-detection score"),
     Observable("g_contact", "distance", "g_contact", "decay", 1.0, "G(contact)"),
     Observable("pearson", "distance", "pearson", "decay", -1.0, "Pearson r(attention, distance)"),
+    Observable(
+        "mean_distance",
+        "distance",
+        "mean_distance",
+        "decay",
+        -1.0,
+        "mean attention distance (contact distances)",
+    ),
+    Observable(
+        "query_pearson",
+        "distance",
+        "query_pearson",
+        "decay",
+        -1.0,
+        "per-query Pearson r(attention, distance)",
+    ),
+    Observable(
+        "query_spearman",
+        "distance",
+        "query_spearman",
+        "decay",
+        -1.0,
+        "per-query Spearman r(attention, distance)",
+    ),
+    Observable(
+        "corr_length",
+        "distance",
+        "corr_length",
+        "decay",
+        -1.0,
+        "correlation length of G(r) (contact distances)",
+    ),
 )
 OBSERVABLE_BY_NAME: dict[str, Observable] = {o.name: o for o in OBSERVABLES}
+
+
+def band_column(band: int) -> str:
+    """Column of ``collision_scores.csv`` holding the score of one height band (``score_band0``)."""
+    return f"score_band{band}"
+
+
+def band_columns(fieldnames: Iterable[str]) -> list[str]:
+    """The band-score columns among ``fieldnames``, band 0 (the floor) first."""
+    found = {}
+    for name in fieldnames:
+        suffix = name.removeprefix("score_band")
+        if suffix != name and suffix.isdigit():
+            found[int(suffix)] = name
+    return [found[band] for band in sorted(found)]
 
 
 def distance_column(r: float) -> str:

@@ -74,8 +74,9 @@ class ModelShape:
     @classmethod
     def of(cls, model: nn.Module) -> ModelShape:
         """The shape of a :class:`~lit_emergence.module.LearnedSimulator` (or its transformer)."""
-        blocks = attention_modules(model)
-        return cls(len(blocks), int(blocks[0].n_heads), int(blocks[0].q_proj.in_features))
+        layers = attention_modules(model)
+        width = layers[0].read_heads().query.shape[1]  # W_Q is (D, Dh) per head
+        return cls(len(layers), layers[0].num_heads, int(width))
 
     def __str__(self) -> str:
         return f"n_layers={self.n_layers}, n_heads={self.n_heads}, d_model={self.d_model}"

@@ -4,7 +4,7 @@ Figure 3's part of the report (the head alignment, :mod:`.alignment`, is the oth
 loads a model). The samples come from the run's saved probe set
 (``emergence/probe_collision_scores.pt``, the very samples the collision scores were measured
 on). If that file is gone, Figure 3 is unavailable unless ``rebuild_probe`` is set
-(``--rebuild-probe``): then the samples are drawn from the datamodule rebuilt from
+(``--rebuild_probe``): then the samples are drawn from the datamodule rebuilt from
 ``config.yaml``'s ``data`` section, which re-simulates the run's data (its trajectory cache is
 resolved against the current directory and regenerated if missing). As in
 :class:`~lit_emergence.callbacks.CollisionDetectionMonitor`'s pictures, the free-fall sample
@@ -69,7 +69,7 @@ def _probe_tensors(
         # Re-simulating can take long, and gives the scores' samples only if it reproduces the
         # run's data: never done unasked.
         raise Unavailable(
-            f"no probe set ({relative}); pass --rebuild-probe to re-simulate the run's data "
+            f"no probe set ({relative}); pass --rebuild_probe to re-simulate the run's data "
             "from config.yaml"
         )
     data_config = run.config.get("data")
@@ -77,7 +77,7 @@ def _probe_tensors(
         raise Unavailable(f"no {run.probe_path.name} and no data section in config.yaml")
     warn(
         f"{run.name}: Figure 3: no {relative}; re-simulating the run's data from config.yaml "
-        "(--rebuild-probe)"
+        "(--rebuild_probe)"
     )
     from lit_emergence.data import ParticleDataModule
 

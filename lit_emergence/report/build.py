@@ -299,7 +299,7 @@ def build_report(
             and in ``report.md``).
         rebuild_probe: For a run whose saved probe set is missing, re-simulate its data from
             ``config.yaml`` to draw Figure 3 (off: that run's Figure 3 is not drawn and the
-            reason says to pass ``--rebuild-probe``).
+            reason says to pass ``--rebuild_probe``).
 
     Returns:
         The :class:`ReportResult`.
@@ -375,7 +375,7 @@ def build_report(
         )
     already_warned = len(result.problems)
     if not checkpoint:
-        result.problems.append(Problem("", "Figure 3", "skipped (--no-checkpoint)"))
+        result.problems.append(Problem("", "Figure 3", "skipped (--no_checkpoint)"))
     _cross_run_figures(runs, counts, out, time_axis, result)
     alignment_section = _align_heads(
         runs, summaries_by_run, checkpoints if checkpoint else None, out, result
@@ -460,7 +460,7 @@ def _align_heads(
     Args:
         runs: The runs, the reference first.
         summaries: Run name -> its heads' final values.
-        checkpoints: The report's checkpoints, or ``None`` with ``--no-checkpoint``.
+        checkpoints: The report's checkpoints, or ``None`` with ``--no_checkpoint``.
         out: The report directory.
         result: Where the alignment, its tables, files, figure and problems go.
 
@@ -470,7 +470,7 @@ def _align_heads(
     if len(runs) < 2:
         return "One run: there is nothing to line up.\n"
     if checkpoints is None:
-        result.problems.append(Problem("", ALIGNMENT_ITEM, "skipped (--no-checkpoint)"))
+        result.problems.append(Problem("", ALIGNMENT_ITEM, "skipped (--no_checkpoint)"))
         return "Not computed: it needs the runs' checkpoints (see below).\n"
     alignment, problems = align_runs(runs, summaries, checkpoints)
     result.problems.extend(problems)

@@ -5,6 +5,9 @@ checkpoint); needs neither W&B nor a live training process. Exit status: 0 when 
 written (items that could not be computed are listed in it and warned about), 1 when it was
 written but the requested W&B upload failed, 2 on bad arguments or when no path is a usable
 run, with one ``lit-emergence report: error: ...`` line.
+
+Options are spelled with underscores, like ``fit``'s; the dashed spellings of earlier versions
+(:data:`RENAMED`) still work until the next release, each with a one-line note on stderr.
 """
 
 from __future__ import annotations
@@ -15,13 +18,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from tqdm.auto import tqdm
-
-from lit_emergence.records.errors import NotARunError, Unavailable
-from lit_emergence.records.schema import OBSERVABLE_BY_NAME
-from lit_emergence.report.build import DEFAULT_OBSERVABLES, build_report
+from lit_emergence.cli_aliases import replace_deprecated
 
 PROGRAM = "lit-emergence report"
+#: Old (dashed) option spellings -> the underscore spellings that replace them.
+RENAMED = {
+    "--time-axis": "--time_axis",
+    "--figure1-heads": "--figure1_heads",
+    "--no-checkpoint": "--no_checkpoint",
+    "--rebuild-probe": "--rebuild_probe",
+    "--wandb-project": "--wandb_project",
+}
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):
@@ -38,6 +45,8 @@ def _error(message: str) -> NoReturn:
 
 
 def _warn(message: str) -> None:
+    from tqdm.auto import tqdm
+
     # Through tqdm, so that a warning does not break a progress bar drawn at the same time.
     tqdm.write(f"{PROGRAM}: warning: {message}", file=sys.stderr)
 
@@ -56,14 +65,22 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``report`` command's argument parser."""
+def build_parser(prog: str = PROGRAM) -> argparse.ArgumentParser:
+    """The ``report`` command's argument parser (``prog``: the name its usage line shows)."""
+    # The choices and defaults the help shows; everything else is imported after parsing.
+    from lit_emergence.records.schema import OBSERVABLE_BY_NAME
+    from lit_emergence.report.build import DEFAULT_OBSERVABLES
+
     parser = _OneLineErrorParser(
-        prog=PROGRAM,
-        description="Write the paper's figures (1, 2, 3, 5), per-head LLC curves and the "
-        "exponent and head tables (CSV + Markdown) from one or several run directories; with "
-        "several runs, also line up their heads with the first run's by gauge-invariant head "
-        "matching.",
+        prog=prog,
+        description="Write the paper's figures (1, 2, 3, 5), per-head LLC curves and the\n"
+        "exponent and head tables (CSV + Markdown) from one or several run directories;\n"
+        "with several runs, also line up their heads with the first run's by\n"
+        "gauge-invariant head matching.",
+        # Written out: argparse's wrapping would split the options at their dashes.
+        epilog="Until the next release, the old spellings still work:\n  "
+        + "\n  ".join(f"{old} (now {new})" for old, new in RENAMED.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
     parser.add_argument(
@@ -72,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="output directory (default: RUN_DIR/report for one run, ./report for several)",
     )
     parser.add_argument(
-        "--time-axis",
+        "--time_axis",
         choices=("gradient_flow", "step"),
         default="gradient_flow",
         help="time of the fits and figures: cumulative learning rate (lr_integral, default) "
@@ -93,20 +110,20 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"per-head trajectories to fit (default: {' '.join(DEFAULT_OBSERVABLES)})",
     )
     parser.add_argument(
-        "--figure1-heads",
+        "--figure1_heads",
         type=_positive_int,
         default=1,
         metavar="N",
         help="draw Figure 1 for each run's N best heads (default 1)",
     )
     parser.add_argument(
-        "--no-checkpoint",
+        "--no_checkpoint",
         action="store_true",
         help="skip Figure 3 and the cross-run head alignment (the parts that load a model "
         "from a checkpoint)",
     )
     parser.add_argument(
-        "--rebuild-probe",
+        "--rebuild_probe",
         action="store_true",
         help="for Figure 3 of a run whose saved probe set (emergence/probe_collision_scores.pt) "
         "is missing, re-simulate the run's data from config.yaml and draw the samples from it "
@@ -118,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="disabled",
         help="also log the figures and tables to a W&B run (job_type=report) in OUT/wandb",
     )
-    parser.add_argument("--wandb-project", default="lit_emergence", help="W&B project")
+    parser.add_argument("--wandb_project", default="lit_emergence", help="W&B project")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -128,13 +145,20 @@ def default_out_dir(run_dirs: Sequence[str]) -> Path:
     return Path(run_dirs[0]) / "report" if len(run_dirs) == 1 else Path("report")
 
 
-def main(argv: list[str]) -> int:
+def main(argv: Sequence[str], prog: str = PROGRAM) -> int:
     """Run ``lit-emergence report`` with ``argv`` (the arguments after ``report``).
+
+    Args:
+        argv: The arguments after ``report``.
+        prog: The program name the usage line shows (``python -m lit_emergence report``).
 
     Returns:
         The exit status (see the module docstring).
     """
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(replace_deprecated(argv, RENAMED, PROGRAM))
+    from lit_emergence.records.errors import NotARunError, Unavailable
+    from lit_emergence.report.build import build_report
+
     out_dir = Path(args.out) if args.out else default_out_dir(args.run_dirs)
     try:
         result = build_report(
