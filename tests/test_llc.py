@@ -20,6 +20,12 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from llc_helpers import (
+    DUMMY_BATCHES,
+    F64,
+    Coordinates,
+    one_thread,  # noqa: F401 (an autouse fixture)
+)
 from torch import Tensor, nn
 
 from lit_emergence.llc import (
@@ -35,30 +41,6 @@ from lit_emergence.llc.chains import group_by_sampled_tensors
 from lit_emergence.llc.restriction import resolve_restriction
 from lit_emergence.llc.sampler import LangevinKernel
 from lit_emergence.model import ParticleTransformer
-
-F64 = torch.float64
-DUMMY_BATCHES = [torch.zeros(1)]  # losses that depend on the parameters only
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscription on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-class Coordinates(nn.Module):
-    """A bare parameter vector: ``forward`` returns it, the loss is a function of it."""
-
-    def __init__(self, dim: int, center: Tensor | None = None) -> None:
-        super().__init__()
-        self.w = nn.Parameter(torch.zeros(dim, dtype=F64) if center is None else center.clone())
-
-    def forward(self, _: Tensor) -> Tensor:
-        return self.w
-
 
 # ---------------------------------------------------------------------------------------------
 # The transition kernel, white box: the documented update, term by term

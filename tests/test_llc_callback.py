@@ -8,22 +8,13 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from conftest import read_rows, run_single_and_ddp, tiny_config, train
+from llc_helpers import one_thread  # noqa: F401 (an autouse fixture)
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_emergence.callbacks import LLCMonitor, LogSchedule
 from lit_emergence.llc import VERDICTS
 
 SMALL = {"num_chains": 2, "num_draws": 20, "num_burnin": 5, "batch_size": 32, "num_batches": 2}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread; two spin-wait for each other on a shared 2-core machine
-    (the per-head estimate of the first test took 80 s with two threads there, 5 s with one)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_llc_monitor_leaves_training_bit_identical_and_logs_every_head(tmp_path):

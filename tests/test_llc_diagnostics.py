@@ -15,6 +15,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from llc_helpers import (
+    DUMMY_BATCHES,
+    F64,
+    Coordinates,
+    one_thread,  # noqa: F401 (an autouse fixture)
+)
 from test_llc_known_answers import mse, regression
 from torch import Tensor, nn
 
@@ -33,27 +39,6 @@ from lit_emergence.llc.diagnostics import (
     verdict,
 )
 from lit_emergence.model import ParticleTransformer
-
-F64 = torch.float64
-DUMMY_BATCHES = [torch.zeros(1)]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscription on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-class Coordinates(nn.Module):
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.w = nn.Parameter(torch.zeros(dim, dtype=F64))
-
-    def forward(self, _: Tensor) -> Tensor:
-        return self.w
 
 
 def same(a: Tensor, b: Tensor) -> None:

@@ -25,23 +25,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from llc_helpers import (
+    DUMMY_BATCHES,
+    F64,
+    Coordinates,
+    one_thread,  # noqa: F401 (an autouse fixture)
+)
 from scipy import integrate
 from torch import Tensor, nn
 
 from lit_emergence.llc import default_n_beta, estimate_llc
-
-F64 = torch.float64
-DUMMY_BATCHES = [torch.zeros(1)]  # losses that depend on the parameters only
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscription on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # ---------------------------------------------------------------------------------------------
 # A regular model: linear regression, d = 28 parameters -> d / 2 = 14
@@ -134,17 +127,6 @@ def test_old_defaults_are_localisation_dominated():
 # ---------------------------------------------------------------------------------------------
 
 
-class Coordinates(nn.Module):
-    """Two parameters at w* = 0; the loss is a potential of them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.w = nn.Parameter(torch.zeros(2, dtype=F64))
-
-    def forward(self, _: Tensor) -> Tensor:
-        return self.w
-
-
 def tempered_mean(energy, n_beta: float, gamma: float) -> float:
     """E[n_beta K] under exp(-n_beta K(w) - gamma/2 |w|^2), K separable: 1-D quadratures."""
     weight = lambda w: np.exp(-n_beta * energy(w) - gamma * w * w / 2)  # noqa: E731
@@ -176,7 +158,7 @@ def test_monomial_sum_gives_three_quarters():
     """
     n = 1000
     result = estimate_llc(
-        Coordinates(), lambda w, _: w[0] ** 2 + w[1] ** 4, DUMMY_BATCHES, num_samples=n,
+        Coordinates(2), lambda w, _: w[0] ** 2 + w[1] ** 4, DUMMY_BATCHES, num_samples=n,
         num_chains=256, num_draws=2000, num_burnin=500, generator=1, localization_check=None,
     )  # fmt: skip
     n_beta, eps = result.hyperparameters["n_beta"], result.hyperparameters["step_size"]
@@ -199,7 +181,7 @@ def test_normal_crossing_gives_one_quarter_at_large_n():
     """
     n = 1000
     result = estimate_llc(
-        Coordinates(), lambda w, _: w[0] ** 2 * w[1] ** 4, DUMMY_BATCHES, num_samples=n,
+        Coordinates(2), lambda w, _: w[0] ** 2 * w[1] ** 4, DUMMY_BATCHES, num_samples=n,
         num_chains=256, num_draws=2000, num_burnin=2000, generator=2, localization_check=None,
     )  # fmt: skip
     n_beta = result.hyperparameters["n_beta"]

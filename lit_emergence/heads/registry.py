@@ -115,15 +115,15 @@ def _load_builtins() -> None:
     from lit_emergence.heads import adapters  # noqa: F401
 
 
-def _walk(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module, bool]]:
-    """Yield ``(name, module, matched)`` depth first, not descending into matched modules."""
+def _walk(
+    module: nn.Module, prefix: str = ""
+) -> Iterator[tuple[str, nn.Module, AttentionAdapter | None]]:
+    """Yield ``(name, module, its adapter or None)`` depth first, not into matched modules."""
     adapter = next((a for a in _ADAPTERS if a.matches(module)), None)
-    if adapter is not None:
-        yield prefix, module, True
-        return
-    yield prefix, module, False
-    for child_name, child in module.named_children():
-        yield from _walk(child, f"{prefix}.{child_name}" if prefix else child_name)
+    yield prefix, module, adapter
+    if adapter is None:
+        for child_name, child in module.named_children():
+            yield from _walk(child, f"{prefix}.{child_name}" if prefix else child_name)
 
 
 def _looks_like_attention(module: nn.Module) -> bool:
@@ -147,9 +147,8 @@ def attention_layers(model: nn.Module) -> list[AttentionLayer]:
     _load_builtins()
     layers: list[AttentionLayer] = []
     unknown: dict[str, str] = {}
-    for name, module, matched in _walk(model):
-        if matched:
-            adapter = next(a for a in _ADAPTERS if a.matches(module))
+    for name, module, adapter in _walk(model):
+        if adapter is not None:
             layer = adapter.layer(name, module)
             layer.adapter = adapter
             layers.append(layer)
