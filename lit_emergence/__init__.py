@@ -28,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "EmergenceDetector": "lit_emergence.callbacks",
     "GaugeInvariantMonitor": "lit_emergence.callbacks",
     "LogSchedule": "lit_emergence.callbacks",
+    "RelationScoreMonitor": "lit_emergence.callbacks",
 }
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "LogSchedule",
     "ParticleDataModule",
     "ParticleTransformer",
+    "RelationScoreMonitor",
     "SimulationConfig",
 ]
 
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
         GaugeInvariantMonitor,
         LLCMonitor,
         LogSchedule,
+        RelationScoreMonitor,
     )
     from lit_emergence.data import ParticleDataModule
     from lit_emergence.model import ParticleTransformer

@@ -4,8 +4,8 @@
 
 * LightningCLI's commands ``fit``, ``validate``, ``test``, ``predict`` and the top level
   (:mod:`lit_emergence.lightning_cli`: run directories, loggers, one-line errors);
-* the commands of :data:`EXTRA_COMMANDS` (``report``, ``seeds``), each a module with its own
-  small parser.
+* the commands of :data:`EXTRA_COMMANDS` (``report``, ``seeds``, ``llc``), each a module with
+  its own small parser.
 
 This module imports neither torch nor Lightning: they are imported for real work only. A bare
 ``[COMMAND] --help`` is printed from :mod:`lit_emergence.cli_help`'s cache when the program
@@ -64,6 +64,11 @@ EXTRA_COMMANDS: dict[str, Command] = {
         "lit_emergence.report.cli", "RUN_DIR [RUN_DIR ...]", "figures and tables from finished runs"
     ),
     "seeds": Command("lit_emergence.seeds", "--config CONFIG", "train several seeds, then report"),
+    "llc": Command(
+        "lit_emergence.llc_cli",
+        "[calibrate --run] RUN_DIR",
+        "LLC on a run's checkpoints; calibrate its settings",
+    ),
 }
 
 

@@ -13,6 +13,14 @@ and :class:`~lit_emergence.data.ParticleDataModule`, with three additions:
   ``disabled``; a CSV logger is always added. A ``trainer.logger`` given in the config wins.
 * **One-line errors.** Bad settings stop the program before any simulation or training with a
   single ``lit-emergence: error: ...`` line that names the setting, and leave no files behind.
+* **A quiet console that ends with what happened.** :class:`~lit_emergence.callbacks.RunSummary`
+  prints the run directory at the start and a summary of what emerged at the end (also
+  ``RUN_DIR/summary.md``); warnings that ask nothing of the user are filtered by exact message
+  and module (:func:`quiet_known_noise`); the progress bar shows no meaningless ``v_num``.
+* **A W&B run worth opening.** Runs carry a ``job_type`` (the subcommand), tags
+  (``config:<run_name>``, ``seed:<seed>``, and ``--wandb_tags``) and an optional group
+  (``--wandb_group``; ``lit-emergence seeds`` puts its seeds and report in one), the resolved
+  config as a real file, and a resumed run continues its W&B run.
 
 Importing this module imports torch and Lightning; :mod:`lit_emergence.cli` does so only when
 a command runs (or its help is not cached yet).
@@ -24,6 +32,7 @@ import datetime
 import difflib
 import errno
 import importlib
+import logging
 import math
 import os
 import re
@@ -31,17 +40,20 @@ import shutil
 import sys
 import tempfile
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 import yaml
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from lit_emergence.callbacks.run_summary import RunSummary
 from lit_emergence.cli import PROGRAM
 from lit_emergence.data import ParticleDataModule
 from lit_emergence.module import LearnedSimulator
@@ -60,6 +72,8 @@ from lit_emergence.resume import (
 # Rank 0 resolves the run directory and exports it, so the DDP worker processes that Lightning
 # re-launches from the same command line land in the same directory.
 RUN_DIR_ENV = "LIT_EMERGENCE_RUN_DIR"
+#: The resolved config's name among a W&B run's files (W&B keeps its own ``config.yaml``).
+WANDB_CONFIG_FILE = "lit_emergence_config.yaml"
 
 
 # Lines of a jsonargparse union report that say nothing about what is wrong with the value.
@@ -198,6 +212,136 @@ def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
+# ------------------------------------------------------------------------------ console noise
+#: Warnings that ask nothing of the user, each by exact message, category and module:
+#: torch deprecates ``LeafSpec``, which Lightning's own pytree helper still builds; and the
+#: validation rollout errors are torchmetrics values reduced exactly over ranks before they are
+#: logged, so Lightning's advice to add ``sync_dist=True`` does not apply (it would average
+#: values that are already global).
+KNOWN_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
+    (
+        r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        FutureWarning,
+        r"lightning\.pytorch\.utilities\._pytree\Z",
+    ),
+    (
+        r"It is recommended to use `self\.log\('val/rollout_rmse_h\d+', \.\.\., sync_dist=True\)`",
+        Warning,
+        r"lightning\.pytorch\.trainer\.connectors\.logger_connector\.result\Z",
+    ),
+)
+#: Log lines that ask nothing of the user, by the start of their message: Lightning's
+#: advertisement for its own logger, logged (INFO) through its rank-zero log whenever no
+#: LitLogger is attached.
+KNOWN_LOG_LINES: tuple[str, ...] = (
+    "💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]",
+)
+
+
+class _DropLines(logging.Filter):
+    """Drop log records whose message starts with one of ``prefixes``."""
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(self.prefixes)
+
+
+def quiet_known_noise() -> None:
+    """Filter the warnings and log lines of :data:`KNOWN_WARNINGS` and :data:`KNOWN_LOG_LINES`.
+
+    Each filter names one message, its category and the module that emits it: any other
+    warning, from the same module or another, still shows. Safe to call more than once.
+    """
+    for message, category, module in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+    # The logger behind Lightning's rank_zero_info (lightning.pytorch.utilities.rank_zero).
+    from lightning_utilities.core import rank_zero
+
+    logger = rank_zero.log
+    if not any(isinstance(f, _DropLines) for f in logger.filters):
+        logger.addFilter(_DropLines(KNOWN_LOG_LINES))
+
+
+class RunWandbLogger(WandbLogger):
+    """Lightning's W&B logger, without the console noise it causes by itself.
+
+    * It does not pass ``anonymous=None`` to ``wandb.init`` (W&B warns on any value of that
+      deprecated setting);
+    * it creates the save directory before W&B starts (W&B looks for a git repository there
+      and warns when the directory does not exist yet);
+    * W&B's console output is ``quiet`` (no end-of-run dump of the first ten keys; the run's
+      own summary says what matters) unless ``WANDB_QUIET`` says otherwise;
+    * every key is lower case, like the package's own (``<family>/<quantity>``): Lightning's
+      ``LearningRateMonitor`` logs ``lr-AdamW/pg1``, which W&B gets as ``lr-adamw/pg1``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if "WANDB_QUIET" not in os.environ and "settings" not in kwargs:
+            import wandb
+
+            kwargs["settings"] = wandb.Settings(quiet=True)
+        super().__init__(*args, **kwargs)
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Log with lower-case keys (see the class docstring)."""
+        super().log_metrics({key.lower(): value for key, value in metrics.items()}, step)
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        """The W&B run (started on first use, in an existing save directory)."""
+        if self._experiment is None and self._save_dir:
+            Path(self._save_dir).mkdir(parents=True, exist_ok=True)
+        return super().experiment
+
+
+class _NoVersionRich(RichProgressBar):
+    """Lightning's rich progress bar without ``v_num`` (a W&B id's last four characters)."""
+
+    def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+        """The logged progress-bar values, without ``v_num``."""
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        # "Epoch 0/-2" for a run bounded by steps (max_epochs -1): say only the epoch.
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs < 0:
+            description = f"Epoch {current_epoch}"
+            return f"{description:{len(self.validation_description)}}"
+        return super()._get_train_description(current_epoch)
+
+
+class _NoVersionTQDM(TQDMProgressBar):
+    """Lightning's tqdm progress bar without ``v_num``."""
+
+    def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+        """The logged progress-bar values, without ``v_num``."""
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
+
+
+def _drop_version_number(trainer: Trainer) -> None:
+    """Make Lightning's default progress bar show no ``v_num`` (a user's own bar is kept)."""
+    bar = trainer.progress_bar_callback
+    if type(bar) is RichProgressBar:
+        bar.__class__ = _NoVersionRich
+    elif type(bar) is TQDMProgressBar:
+        bar.__class__ = _NoVersionTQDM
+
+
+def _seed_tag(seed: Any) -> str | None:
+    if isinstance(seed, bool) or seed is None:
+        return None
+    return f"seed:{seed}"
+
+
 class RunConfigSaver(SaveConfigCallback):
     """Save the resolved config as ``RUN_DIR/config.yaml`` and into the W&B run's config.
 
@@ -238,20 +382,27 @@ class RunConfigSaver(SaveConfigCallback):
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Attach the resolved config to every W&B run: as run config and as a run file."""
-        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        """Attach the resolved config to every W&B run: as run config and as a run file.
+
+        The file is a copy in the run's files (``lit_emergence_config.yaml``, beside W&B's own
+        ``config.yaml``), not a link to a file that may move with its run directory.
+        """
+        text = self.parser.dump(self.config, skip_none=False)
+        config = yaml.safe_load(text)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.experiment.config.update({"config": config}, allow_val_change=True)
-                logger.experiment.save(
-                    str(self.saved_path), base_path=str(self.saved_path.parent), policy="now"
-                )
+                run = logger.experiment
+                run.config.update({"config": config}, allow_val_change=True)
+                copy = Path(run.dir) / WANDB_CONFIG_FILE
+                replace_text(copy, text)
+                run.save(str(copy), base_path=run.dir, policy="now")
 
 
 class LitEmergenceCLI(LightningCLI):
     """LightningCLI for the learned particle simulator (see the module docstring)."""
 
     def __init__(self, *args: Any, prog: str = PROGRAM, **kwargs: Any) -> None:
+        quiet_known_noise()
         kwargs.setdefault("save_config_callback", RunConfigSaver)
         # The main parser's prog also starts every subcommand's usage line.
         kwargs.setdefault("parser_kwargs", {"parser_mode": "yaml", "prog": prog})
@@ -296,6 +447,19 @@ class LitEmergenceCLI(LightningCLI):
         )
         parser.add_argument(
             "--wandb_project", type=str, default="lit_emergence", help="W&B project name."
+        )
+        parser.add_argument(
+            "--wandb_group",
+            type=str | None,
+            default=None,
+            help="W&B group of the run (runs of one experiment, e.g. its seeds; default: "
+            "$WANDB_RUN_GROUP, else none).",
+        )
+        parser.add_argument(
+            "--wandb_tags",
+            type=list[str],
+            default=[],
+            help="More W&B tags (config:<run_name> and seed:<seed> are always added).",
         )
         parser.add_argument(
             "--if_no_checkpoint",
@@ -403,6 +567,10 @@ class LitEmergenceCLI(LightningCLI):
         # Global random states travel in every checkpoint, so a resumed run draws as it would
         # have (dropout, user code); the data order is the training loader's own state.
         trainer.callbacks.append(RandomStateCheckpoint())
+        # The run directory at the start, what emerged at the end (unless the config has one).
+        if not any(isinstance(c, RunSummary) for c in trainer.callbacks):
+            trainer.callbacks.append(RunSummary())
+        _drop_version_number(trainer)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
         for logger in trainer.loggers:
@@ -426,9 +594,11 @@ class LitEmergenceCLI(LightningCLI):
                     stacklevel=2,
                 )
                 return loggers
+            tags = [f"config:{config.run_name}", _seed_tag(config.get("seed_everything"))]
+            tags += [tag for tag in config.get("wandb_tags") or [] if tag not in tags]
             loggers.insert(
                 0,
-                WandbLogger(
+                RunWandbLogger(
                     # Absolute: W&B's service process resolves relative paths against its own
                     # working directory, which is the first run's when a process trains twice.
                     save_dir=str(run_dir.resolve()),
@@ -438,6 +608,9 @@ class LitEmergenceCLI(LightningCLI):
                     # One W&B run per run directory: a resumed run continues it.
                     id=wandb_run_id(run_dir),
                     resume="allow",
+                    group=config.get("wandb_group") or os.environ.get("WANDB_RUN_GROUP"),
+                    job_type=self.subcommand or "fit",
+                    tags=[tag for tag in tags if tag],
                 ),
             )
         return loggers

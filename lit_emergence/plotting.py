@@ -6,6 +6,9 @@
   attention of every particle on every other as a line whose opacity is the attention weight;
   one panel per (head, state), e.g. the most and least collision-like heads in free fall and
   in the settled pile.
+* :func:`draw_attention` — one such panel on a given axes (the report lays out its own
+  figures), optionally with the contacts drawn as a red core over the attention lines, and
+  :func:`attention_weight_key` — the colour bar that reads a line's opacity as a weight.
 """
 
 from __future__ import annotations
@@ -20,7 +23,11 @@ matplotlib.use("Agg")  # figures are written or logged, never shown
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
 from matplotlib.collections import LineCollection, PatchCollection
+from matplotlib.colorbar import Colorbar
+from matplotlib.colors import LinearSegmentedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
@@ -76,6 +83,14 @@ def head_heatmap(
     return fig
 
 
+#: Attention lines are black with opacity = weight; this colour map says so in a colour bar.
+ATTENTION_CMAP = LinearSegmentedColormap.from_list(
+    "attention_opacity", [(0.0, 0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0)]
+)
+#: Colour of the ground-truth contacts.
+CONTACT_COLOUR = "tab:red"
+
+
 @dataclass
 class AttentionPanel:
     """One panel of :func:`attention_panels`.
@@ -86,6 +101,8 @@ class AttentionPanel:
         attention: (N, N) attention of query i (row) on key j (column).
         title: Panel title.
         contacts: Optional (N, N) bool ground-truth contacts, drawn as thin red segments.
+        levels: Heights at which to draw thin dashed horizontal lines (e.g. the edges of the
+            bands of query height).
     """
 
     positions: np.ndarray
@@ -93,9 +110,28 @@ class AttentionPanel:
     attention: np.ndarray
     title: str
     contacts: np.ndarray | None = None
+    levels: Sequence[float] = ()
 
 
-def _draw_panel(ax: plt.Axes, panel: AttentionPanel, box: tuple[float, float]) -> None:
+def draw_attention(
+    ax: Axes,
+    panel: AttentionPanel,
+    box: tuple[float, float],
+    *,
+    contacts_on_top: bool = False,
+    height: float | None = None,
+) -> None:
+    """Draw the discs, the attention lines (opacity = weight) and the contacts on ``ax``.
+
+    Args:
+        ax: Where to draw.
+        panel: What to draw.
+        box: (width, height) of the simulation box (floor at y = 0).
+        contacts_on_top: Draw the attention lines wide and each contact as a solid red core
+            over them, so that a contact shows whether or not it is attended (a dark border
+            around the red core means attention on it); off, contacts are thin dotted lines.
+        height: Show the box only up to this height (e.g. a settled pile), default all of it.
+    """
     positions = np.asarray(panel.positions, dtype=float)
     attention = np.asarray(panel.attention, dtype=float)
     n = len(positions)
@@ -110,9 +146,12 @@ def _draw_panel(ax: plt.Axes, panel: AttentionPanel, box: tuple[float, float]) -
     # One segment per ordered pair; opacity = attention weight (both directions overlap).
     i, j = np.nonzero(~np.eye(n, dtype=bool))
     segments = np.stack([positions[i], positions[j]], axis=1)
-    colours = np.zeros((len(i), 4))
-    colours[:, 3] = np.clip(attention[i, j], 0.0, 1.0)
-    ax.add_collection(LineCollection(segments, colors=colours, linewidths=1.4, zorder=2))
+    colours = ATTENTION_CMAP(np.clip(attention[i, j], 0.0, 1.0))
+    ax.add_collection(
+        LineCollection(
+            segments, colors=colours, linewidths=2.6 if contacts_on_top else 1.4, zorder=2
+        )
+    )
     if panel.contacts is not None:
         ci, cj = np.nonzero(np.triu(np.asarray(panel.contacts, dtype=bool), 1))
         if len(ci):
@@ -120,20 +159,36 @@ def _draw_panel(ax: plt.Axes, panel: AttentionPanel, box: tuple[float, float]) -
             ax.add_collection(
                 LineCollection(
                     contact_segments,
-                    colors="tab:red",
-                    linewidths=0.6,
-                    linestyles="dotted",
+                    colors=CONTACT_COLOUR,
+                    linewidths=1.0 if contacts_on_top else 0.6,
+                    linestyles="solid" if contacts_on_top else "dotted",
                     zorder=3,
                 )
             )
-    width, height = box
-    ax.plot([0, width, width, 0, 0], [0, 0, height, height, 0], color="grey", linewidth=0.8)
+    width, box_height = box
+    top = box_height if height is None else min(height, box_height)
+    for level in panel.levels:
+        if 0 < level < top:
+            ax.plot([0, width], [level, level], color="tab:blue", linewidth=0.6, linestyle="--")
+    if top < box_height:  # an open box: it goes on above the shown part
+        ax.plot([0, 0, width, width], [top, 0, 0, top], color="grey", linewidth=0.8)
+    else:
+        outline = ([0, width, width, 0, 0], [0, 0, box_height, box_height, 0])
+        ax.plot(*outline, color="grey", linewidth=0.8)
     ax.set_xlim(-0.5, width + 0.5)
-    ax.set_ylim(-0.5, height + 0.5)
+    ax.set_ylim(-0.5, top + 0.5)
     ax.set_aspect("equal")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(panel.title, fontsize=8)
+
+
+def attention_weight_key(fig: Figure, cax: Axes) -> Colorbar:
+    """A colour bar on ``cax`` reading the opacity of an attention line as its weight."""
+    bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), ATTENTION_CMAP), cax=cax)
+    bar.set_label("attention weight (line opacity)", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    return bar
 
 
 def attention_panels(
@@ -162,7 +217,7 @@ def attention_panels(
         squeeze=False,
     )
     for ax, panel in zip(axes.flat, panels, strict=False):
-        _draw_panel(ax, panel, box)
+        draw_attention(ax, panel, box)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     if title:

@@ -12,18 +12,26 @@ finished in ``RUN_ROOT/seeds.csv`` is skipped, a seed whose run directory holds
 ``docs/callbacks.md``), any other seed starts from scratch. A bad setting stops the command at
 the first seed with ``fit``'s one-line error, before any simulation or training. Arguments
 after ``--`` go to every ``fit`` (e.g. ``-- --trainer.max_steps 50000 --wandb disabled``).
+
+The seeds' W&B runs and the report's (``job_type`` report, in the fits' W&B mode) form one W&B
+group (``--wandb_group``; by default the run root's name and a short hash of its path, the same
+on every re-run), each fit tagged ``seed:<n>``. At the end one table over the seeds (true and
+partial heads, best score, LLC, losses, from each run's ``summary.json``) is printed and
+written to ``RUN_ROOT/summary.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime
+import hashlib
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -60,7 +68,54 @@ def build_parser(prog: str = PROGRAM) -> argparse.ArgumentParser:
         help="directory holding one run per seed and the report (default runs/<config name>)",
     )
     parser.add_argument("--no_report", action="store_true", help="train only, no report")
+    parser.add_argument(
+        "--wandb_group",
+        default=None,
+        help="W&B group of the seeds' runs and the report (default: the run root's name and "
+        "a hash of its path)",
+    )
     return parser
+
+
+def default_group(run_root: Path) -> str:
+    """The W&B group of a run root: its name and a short hash of its absolute path.
+
+    The same on every re-run of ``seeds`` in that run root (a resumed experiment stays one
+    group), different for two run roots of the same name (two experiments never mix).
+    """
+    digest = hashlib.sha1(str(run_root.resolve()).encode()).hexdigest()[:6]
+    return f"{run_root.resolve().name}-{digest}"
+
+
+def wandb_mode(config: Path, extra: Sequence[str]) -> str:
+    """The seeds' W&B mode: ``--wandb`` after ``--``, else the config's, else offline."""
+    for index, arg in enumerate(extra):
+        if arg == "--wandb" and index + 1 < len(extra):
+            return extra[index + 1]
+        if arg.startswith("--wandb="):
+            return arg.split("=", 1)[1]
+    import yaml
+
+    try:
+        settings = yaml.safe_load(config.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        settings = {}
+    mode = settings.get("wandb", "offline") if isinstance(settings, dict) else "offline"
+    return str(mode)
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """Set an environment variable for the block (the report's W&B run reads the group)."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
 
 
 def _fail(message: str) -> NoReturn:
@@ -89,9 +144,21 @@ def _append_status(run_root: Path, row: dict[str, object]) -> None:
         os.fsync(handle.fileno())
 
 
-def fit_command(config: Path, seed: int, run_dir: Path, extra: Sequence[str]) -> list[str]:
-    """The ``fit`` command line for one seed: resume from ``last.ckpt`` when there is one."""
+def fit_command(
+    config: Path, seed: int, run_dir: Path, extra: Sequence[str], group: str | None = None
+) -> list[str]:
+    """The ``fit`` command line for one seed: resume from ``last.ckpt`` when there is one.
+
+    Args:
+        config: The training config.
+        seed: The seed.
+        run_dir: The seed's run directory.
+        extra: Arguments for ``fit`` from the command line (they come last, so they win).
+        group: The W&B group, or None for ``fit``'s default.
+    """
     command = [sys.executable, "-m", "lit_emergence", "fit"]
+    if group is not None:
+        extra = ["--wandb_group", group, *extra]
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.exists() and (run_dir / "config.yaml").exists():
         # The run's own resolved config: the same settings it started with, seed included.
@@ -138,6 +205,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROGRAM) -> int:
     run_root = Path(args.run_root or Path("runs") / config.stem)
     run_root.mkdir(parents=True, exist_ok=True)
 
+    group = args.wandb_group or default_group(run_root)
     status = read_status(run_root)
     run_dirs: list[Path] = []
     failed: list[int] = []
@@ -148,7 +216,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROGRAM) -> int:
             print(f"{header}: finished earlier, skipped", flush=True)
             run_dirs.append(run_dir)
             continue
-        command = fit_command(config, seed, run_dir, extra)
+        command = fit_command(config, seed, run_dir, extra, group)
         resuming = "--ckpt_path" in command
         print(f"{header}: {'resuming' if resuming else 'training'}", flush=True)
         start = time.perf_counter()
@@ -177,10 +245,30 @@ def main(argv: Sequence[str] | None = None, prog: str = PROGRAM) -> int:
     if run_dirs and not args.no_report:
         from lit_emergence.report.cli import main as report_main
 
-        report_status = report_main([*map(str, run_dirs), "--out", str(run_root / "report")])
+        report_args = [*map(str, run_dirs), "--out", str(run_root / "report")]
+        mode = wandb_mode(config, extra)
+        if mode != "disabled":  # the report's W&B run joins the seeds' group
+            report_args += ["--wandb", mode]
+        with _environment("WANDB_RUN_GROUP", group):
+            report_status = report_main(report_args)
         if report_status != 0:
             return report_status
+    _print_seeds_table(
+        run_root, [(seed, run_root / f"{config.stem}-seed{seed}") for seed in args.seeds]
+    )
     if failed:
         sys.stderr.write(f"{PROGRAM}: seeds {failed} failed (see {run_root / STATUS_FILE})\n")
         return 1
     return 0
+
+
+def _print_seeds_table(run_root: Path, runs: list[tuple[int, Path]]) -> None:
+    """Print one table over the seeds and write it to ``RUN_ROOT/summary.md``."""
+    from lit_emergence.records.files import replace_text
+    from lit_emergence.records.schema import SUMMARY_FILE
+    from lit_emergence.records.summary import seeds_table
+
+    table = seeds_table(runs)
+    text = f"# {run_root.name}: {len(runs)} seeds\n\n{table}"
+    replace_text(run_root / SUMMARY_FILE, text)
+    print(f"\n[{PROGRAM}] {len(runs)} seeds ({run_root / SUMMARY_FILE}):\n\n{table}", flush=True)

@@ -72,6 +72,23 @@ def tiny_config() -> dict:
     }
 
 
+def fit_in(root: Path, config: dict, run_dir: str = "runs/tiny") -> None:
+    """Run ``lit-emergence fit`` on ``config`` with ``root`` as working directory.
+
+    ``data_cache/`` and ``run_dir`` land under ``root``; the config is written to
+    ``root/tiny.yaml`` (the run's config file, as a user would have it).
+    """
+    from unittest import mock
+
+    from lit_emergence.cli import main as lit_emergence_main
+
+    (root / "tiny.yaml").write_text(yaml.safe_dump(config))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        with mock.patch.object(sys, "argv", ["lit-emergence"]):
+            lit_emergence_main(["fit", "--config", "tiny.yaml", "--run_dir", run_dir])
+
+
 @pytest.fixture
 def in_tmp_dir(tmp_path, monkeypatch) -> Path:
     """Run the test inside an empty temporary directory (runs/ and data_cache/ land there)."""

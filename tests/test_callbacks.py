@@ -275,6 +275,20 @@ def tiny_config_with_monitors(probe: int = 16) -> dict:
             "class_path": "lit_emergence.callbacks.AttentionDistanceMonitor",
             "init_args": {"num_probe_samples": probe},
         },
+        {
+            "class_path": "lit_emergence.callbacks.RelationScoreMonitor",
+            "init_args": {
+                "num_probe_samples": probe,
+                "relations": {  # contact is the collision score's relation
+                    "contact": {"class_path": "lit_emergence.callbacks.Contact"},
+                    "touching": "contacts",
+                    "near": {
+                        "class_path": "lit_emergence.callbacks.WithinRadius",
+                        "init_args": {"radius": 3.0},
+                    },
+                },
+            },
+        },
     ]
     return config
 
@@ -312,6 +326,7 @@ def test_ddp_scores_equal_single_process(write_config, in_tmp_dir):
                 "corr_length",
             ],
         ),
+        ("relation_scores.csv", ["contact", "touching", "near"]),
     ):
         single = [
             r for r in read_rows(in_tmp_dir / "runs/single/emergence" / name) if r["step"] == "0"
@@ -326,6 +341,13 @@ def test_ddp_scores_equal_single_process(write_config, in_tmp_dir):
                 assert (a[column] == "") == (b[column] == ""), (name, column)
                 if a[column]:
                     assert abs(float(a[column]) - float(b[column])) <= 1e-6, (name, column)
+    # The collision score is the relation score of contact: the same numbers from two monitors.
+    for run in ("single", "ddp"):
+        emergence = in_tmp_dir / "runs" / run / "emergence"
+        collision = read_rows(emergence / "collision_scores.csv")
+        relation = read_rows(emergence / "relation_scores.csv")
+        assert [r["score"] for r in collision] == [r["contact"] for r in relation]
+        assert [r["strict"] for r in collision] == [r["touching"] for r in relation]
 
 
 # ----------------------------------------------------------------------------- crash + resume

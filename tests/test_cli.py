@@ -50,7 +50,7 @@ def test_fit_writes_everything_into_one_run_dir(write_config, in_tmp_dir):
     # W&B offline run with the resolved config attached to it.
     wandb_runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(wandb_runs) == 1
-    assert "num_particles" in (wandb_runs[0] / "files" / "config.yaml").read_text()
+    assert "num_particles" in (wandb_runs[0] / "files" / "lit_emergence_config.yaml").read_text()
     # ...and in the run's own record (what `wandb sync` uploads as the run config).
     record = next(wandb_runs[0].glob("run-*.wandb")).read_bytes()
     assert b"num_particles" in record

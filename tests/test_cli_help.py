@@ -20,13 +20,31 @@ from lit_emergence.report.cli import build_parser as report_parser
 
 # Options each command's help must show (a sample of our own and, for fit, LightningCLI's).
 SHOWN = {
-    (): ["--config", "fit", "validate", "test", "predict", "report RUN_DIR", "seeds --config"],
+    (): [
+        "--config",
+        "fit",
+        "validate",
+        "test",
+        "predict",
+        "report RUN_DIR",
+        "seeds --config",
+        "llc [calibrate --run] RUN_DIR",
+    ],
     ("fit",): ["--run_dir", "--run_root", "--wandb_project", "--if_no_checkpoint", "--ckpt_path"],
     ("validate",): ["--run_dir", "--wandb_project", "--ckpt_path", "--trainer.max_steps"],
     ("test",): ["--run_dir", "--ckpt_path", "--model.n_heads"],
     ("predict",): ["--run_dir", "--ckpt_path", "--data.batch_size"],
     ("report",): ["RUN_DIR", "--time_axis", "--no_checkpoint", "--rebuild_probe", "--wandb"],
     ("seeds",): ["--config", "--seeds", "--run_root", "--no_report"],
+    ("llc",): [
+        "RUN_DIR",
+        "--per_head",
+        "--step_size",
+        "--localization",
+        "--settings",
+        "--out",
+        "llc calibrate --run RUN_DIR [--step S]",
+    ],
 }
 COMMANDS = list(SHOWN)
 
@@ -63,7 +81,9 @@ def test_help_shows_options_under_the_program_name(command, as_program, capsys):
     assert "__main__" not in out
 
 
-@pytest.mark.parametrize("command", [("fit",), ("report",), ("seeds",)], ids=lambda c: c[0])
+@pytest.mark.parametrize(
+    "command", [("fit",), ("report",), ("seeds",), ("llc",)], ids=lambda c: c[0]
+)
 def test_our_options_are_spelled_with_underscores(command, as_program, capsys):
     out = help_of(command, PROGRAM, capsys)
     # The report's epilog lists the old spellings it still accepts; everything else is options.

@@ -170,3 +170,59 @@ def test_a_probe_batch_of_another_shape_is_a_clear_error():
     assert set(_tensors_only((torch.zeros(2, 3), torch.ones(2)))) == {"inputs", "target"}
     with pytest.raises(ValueError, match="an \\(inputs, target\\) pair"):
         _tensors_only("not a batch")
+
+
+def test_a_cli_config_draws_batch_size_times_num_batches_samples():
+    # LightningCLI writes every parameter of a callback out, defaults included; the base
+    # class's num_probe_samples (256) used to override batch_size x num_batches that way.
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_class_arguments(LLCMonitor, "llc")
+    config = parser.parse_object({"llc": {"batch_size": 8, "num_batches": 3}})
+    assert config.llc.num_probe_samples is None
+    monitor = LLCMonitor(**config.llc.as_dict())
+    assert (monitor.num_probe_samples, monitor.probe_batch_size) == (24, 8)
+    assert LLCMonitor(batch_size=8, num_probe_samples=40).num_probe_samples == 40
+
+
+def test_emerging_heads_are_measured_densely_and_only_they(tmp_path):
+    from lit_emergence.callbacks import CollisionDetectionMonitor, EmergenceDetector
+
+    every_step = LogSchedule(points_per_decade=1, every=1)
+    # A hair-trigger detector (no noise margin, 1e-6 rise, one measurement) flags onsets in a
+    # few steps of a tiny run; the test follows whatever it flags.
+    detector = EmergenceDetector(
+        baseline_points=1, persistence=1, noise_z=0.0, onset_fraction=1e-6, verbose=False
+    )
+    monitor = LLCMonitor(
+        **SMALL,
+        localization_check=None,
+        schedule=lambda step: step == 0,
+        emerging_schedule=every_step,
+    )
+    collision = CollisionDetectionMonitor(num_probe_samples=16, schedule=every_step)
+    train(tmp_path, [collision, detector, monitor], steps=8)
+    emergence = tmp_path / "run" / "emergence"
+    events = read_rows(emergence / "events.csv")
+    flagged = {}  # component -> (onset flagged at, true flagged at)
+    for event in events:
+        component = f"l{event['layer']}h{event['head']}"
+        if event["event"] in ("onset", "true"):
+            flagged.setdefault(component, {})[event["event"]] = int(event["step"])
+    assert any("onset" in kinds for kinds in flagged.values()), "no onset: nothing to test"
+    rows = read_rows(emergence / "llc.csv")
+    first = [r["component"] for r in rows if r["step"] == "0"]
+    assert first == ["model"] + [f"l{lay}h{h}" for lay in range(2) for h in range(4)]
+    later = [(int(r["step"]), r["component"]) for r in rows if r["step"] != "0"]
+    assert later, "no dense estimate although heads were flagged"
+    for step, component in later:
+        kinds = flagged[component]
+        # flagged as emerging by the time of the estimate, and not yet true before it
+        assert kinds["onset"] <= step and kinds.get("true", step + 1) >= step, (step, component)
+
+
+def test_emerging_schedule_without_a_detector_is_a_clear_error(tmp_path):
+    monitor = LLCMonitor(**SMALL, emerging_schedule=LogSchedule(points_per_decade=10))
+    with pytest.raises(ValueError, match="add an EmergenceDetector"):
+        train(tmp_path, [monitor], steps=1)

@@ -28,6 +28,7 @@ TOP_LEVEL = {
     "EmergenceDetector": "lit_emergence.callbacks",
     "GaugeInvariantMonitor": "lit_emergence.callbacks",
     "LogSchedule": "lit_emergence.callbacks",
+    "RelationScoreMonitor": "lit_emergence.callbacks",
 }
 SUBPACKAGES = ("physics", "data", "llc", "gauge", "functional", "metrics", "heads")
 

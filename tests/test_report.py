@@ -3,31 +3,52 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
+import math
+import re
 import shutil
-import sys
 from collections import Counter
 from pathlib import Path
-from unittest import mock
+from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
-import yaml
-from conftest import read_rows, tiny_config
+from conftest import fit_in, read_rows, tiny_config
+from matplotlib.collections import LineCollection
+from matplotlib.colors import to_rgba
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from PIL import Image
 
-from lit_emergence.cli import main as lit_emergence_main
 from lit_emergence.gauge import apply_gauge, random_gauge
 from lit_emergence.module import LearnedSimulator
+from lit_emergence.plotting import (
+    CONTACT_COLOUR,
+    AttentionPanel,
+    attention_weight_key,
+    draw_attention,
+)
 from lit_emergence.records.errors import Unavailable
-from lit_emergence.records.run import load_run
-from lit_emergence.report import build_report
+from lit_emergence.records.run import History, load_run
+from lit_emergence.records.schema import OBSERVABLE_BY_NAME, SCHEDULED_CHECKPOINT
+from lit_emergence.report import build_report, figures
 from lit_emergence.report.alignment import SUMMARY_COLUMNS, align_runs
-from lit_emergence.report.build import load_runs
+from lit_emergence.report.build import DEFAULT_OBSERVABLES, load_runs
 from lit_emergence.report.checkpoint import CheckpointCache, load_checkpoint
 from lit_emergence.report.cli import main as report_main
-from lit_emergence.report.fits import EXPONENT_COLUMNS
-from lit_emergence.report.heads import summarize_heads
-from lit_emergence.report.tables import HEAD_COLUMNS
+from lit_emergence.report.events import Phase
+from lit_emergence.report.figures import Figure1Data, PhaseView
+from lit_emergence.report.fits import (
+    EXPONENT_COLUMNS,
+    MIN_DECAY_FACTOR,
+    HeadFit,
+    fit_trajectory,
+)
+from lit_emergence.report.heads import HeadSummary, summarize_heads
+from lit_emergence.report.probe import pick_samples
+from lit_emergence.report.tables import HEAD_COLUMNS, NEVER_MOVED
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FAST = ["--bootstrap", "0", "--quiet"]  # Jacobian errors: the fits themselves are tested elsewhere
@@ -65,11 +86,7 @@ def workdir(tmp_path_factory) -> Path:
             },
         }
     ]
-    (root / "tiny.yaml").write_text(yaml.safe_dump(config))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)  # data_cache/ and runs/ land here
-        with mock.patch.object(sys, "argv", ["lit-emergence"]):
-            lit_emergence_main(["fit", "--config", "tiny.yaml", "--run_dir", "runs/tiny"])
+    fit_in(root, config)  # data_cache/ and runs/tiny land under root
     return root
 
 
@@ -168,6 +185,9 @@ def test_report_writes_every_figure_and_table(in_workdir, capsys):
         assert png.read_bytes().startswith(PNG_MAGIC)
         assert f"]({png.name})" in report  # every figure is embedded
     assert "## Exponents" in report and "## Heads at the end of training" in report
+    # Figure 1's caption, one sentence per panel; no phase by height in so short a run.
+    assert "*(a) Collision-detection score of L0H0 (dots: the radius-based score;" in report
+    assert "(f) Attention on particles per phase not drawn: the detector found no phase" in report
     assert "One run: there is nothing to line up." in report
     assert "alignment.csv" not in files
     assert f"written to {out}" in capsys.readouterr().out
@@ -184,8 +204,10 @@ def test_tables_have_one_row_per_head_and_observable(in_workdir):
     assert [r["head_class"] for r in heads] == ["true", "partial", "none", "none"]
     exponents = read_rows(result.out_dir / "exponents.csv")
     assert list(exponents[0]) == list(EXPONENT_COLUMNS)
+    # The attention-distance correlation fitted by default is not the score again.
+    assert DEFAULT_OBSERVABLES == ("score", "query_spearman")
     assert sorted((r["head"], r["observable"]) for r in exponents) == sorted(
-        (str(h), o) for h in range(4) for o in ("score", "g_contact")
+        (str(h), o) for h in range(4) for o in DEFAULT_OBSERVABLES
     )
     for row in exponents:
         assert row["time_axis"] == "gradient_flow"
@@ -198,6 +220,10 @@ def test_tables_have_one_row_per_head_and_observable(in_workdir):
     figure3 = next(path for title, path in result.figures if title.startswith("Figure 3"))
     assert figure3.name == "figure3_tables.png"
     assert not [p for p in result.problems if p.item == "Figure 3"]
+    assert min(Image.open(figure3).info["dpi"]) >= 150
+    caption = result.captions["Figure 3 — tables"]
+    assert re.search(r"Top: a free-fall sample \(frame \d+, \d+ contacts: ", caption)
+    assert "the true collision head L0H0 (0.95), the partial collision head L0H1 (0.70)" in caption
 
 
 def test_not_a_run_is_one_line_error_with_status_2(in_workdir, capsys):
@@ -507,9 +533,435 @@ def test_missing_probe_set_is_re_simulated_only_with_rebuild_probe(
     assert (out / "figure3_no-probe.png").read_bytes().startswith(PNG_MAGIC)
     err = capsys.readouterr().err
     assert [line for line in err.splitlines() if "re-simulating" in line] == [
-        "lit-emergence report: warning: no-probe: Figure 3: no "
+        "lit-emergence report: warning: no-probe: no "
         "emergence/probe_collision_scores.pt; re-simulating the run's data from config.yaml "
         "(--rebuild_probe)"
     ]
     assert (tmp_path / "data_cache").is_dir()  # the rebuilt datamodule simulated here
     assert "--rebuild_probe" not in (out / "report.md").read_text()
+
+
+# ------------------------------------------------------------------ figures (issue 14, item 4)
+
+
+def history(name: str, rows: list[dict[str, float | int | str]]) -> History:
+    """A history made in memory, as ``History.read`` makes it from a CSV file."""
+    columns = {key: np.array([str(row[key]) for row in rows], dtype=object) for key in rows[0]}
+    return History(name, Path(f"{name}.csv"), columns)
+
+
+def synthetic_head(bands: int = 4) -> dict[str, Any]:
+    """One head's histories over 10 000 steps with a 100-step warm-up, and what they show.
+
+    The score rises around t = 1 and the low bands before the high ones; the per-query
+    correlation falls to -0.9 as a power law of t; nothing moves before t ~ 1e-2.
+    """
+    steps = np.unique(np.r_[0, 100, 1000, 10_000, np.geomspace(1, 10_000, 80).astype(int)])
+    lr = 0.003 * np.minimum(np.arange(1, steps[-1] + 1) / 100.0, 1.0)
+    t = np.concatenate([[0.0], np.cumsum(lr)])[steps]
+    ratio = np.divide(1.0, t, out=np.full_like(t, np.inf), where=t > 0)
+    score = 0.17 + 0.78 / (1.0 + ratio**3)
+    keys = {"layer": 0, "head": 0}
+    collision = [
+        {
+            "step": int(step),
+            "lr_integral": time,
+            **keys,
+            "score": s,
+            "strict": 0.9 * s,
+            "impact": 0.92 * s,
+            "head_class": "true" if s >= 0.9 else "none",
+            **{
+                f"score_band{k}": 0.17 + (0.82 - 0.2 * k) / (1.0 + ((1.0 + 2 * k) * r) ** 3)
+                for k in range(bands)
+            },
+        }
+        for step, time, s, r in zip(steps, t, score, ratio, strict=True)
+    ]
+    spearman = -0.1 - 0.8 * t / (t + 0.3)
+    distance = [
+        {"step": int(step), "lr_integral": time, **keys, "query_spearman": rho}
+        for step, time, rho in zip(steps, t, spearman, strict=True)
+    ]
+    llc = [
+        {"step": step, "lr_integral": float(t[steps == step][0]), "component": c, "llc_mean": m}
+        | {"llc_std": 0.1 * m}
+        for step in (100, 1000, 10_000)
+        for c, m in (("l0h0", step / 1000.0), ("model", 3.0 + step / 500.0))
+    ]
+    at = dict(zip(steps.tolist(), t.tolist(), strict=True))
+    return {"steps": steps, "t": t, "score": score, "spearman": spearman, "at": at} | {
+        "collision": history("collision", collision),
+        "distance": history("distance", distance),
+        "llc": history("llc", llc),
+    }
+
+
+def head_fit(observable: str, t: np.ndarray, y: np.ndarray) -> HeadFit:
+    spec = OBSERVABLE_BY_NAME[observable]
+    fitted = fit_trajectory(t, y, spec.kind, n_bootstrap=0)
+    return HeadFit("synthetic", 0, 0, "true", spec, "gradient_flow", **fitted)
+
+
+def summary_of(score: float, head_class: str = "true", layer: int = 0, head: int = 0):
+    """A head's final values with only the score and class known."""
+    nan = float("nan")
+    known = {"run": "synthetic", "layer": layer, "head": head, "step": 10_000}
+    known |= {"score": score, "head_class": head_class}
+    fields = {f.name: nan for f in dataclasses.fields(HeadSummary)}
+    return HeadSummary(**(fields | known))
+
+
+def lines_missing_from_legends(figure: Figure) -> list[tuple[str, str]]:
+    """Lines of the time panels that no legend names: ``(panel title, line label)``.
+
+    A line is named when its label is in its panel's legend (or it belongs to an error bar
+    whose label is), or, unlabelled, when a handle of the figure's legend has its colour and
+    style (the event lines and thresholds that every panel shares).
+    """
+    shared = {
+        (to_rgba(handle.get_color()), handle.get_linestyle())
+        for legend in figure.legends
+        for handle in legend.legend_handles
+        if isinstance(handle, Line2D)
+    }
+    missing = []
+    for ax in (ax for ax in figure.axes if ax.get_xscale() == "log"):
+        legend = ax.get_legend()
+        texts = {text.get_text() for text in legend.get_texts()} if legend else set()
+        in_error_bars = {
+            id(line)
+            for container in ax.containers
+            if container.get_label() in texts
+            for line in container.get_children()
+        }
+        for line in ax.get_lines():
+            label = str(line.get_label())
+            if label in texts or id(line) in in_error_bars:
+                continue
+            if (
+                label.startswith("_")
+                and (to_rgba(line.get_color()), line.get_linestyle()) in shared
+            ):
+                continue
+            missing.append((ax.get_title(), label))
+    return missing
+
+
+def figure1_data(head: dict[str, Any], with_views: bool = True) -> Figure1Data:
+    """Figure 1's input for the synthetic head: fits, events, two phases, two views."""
+    steps, t, at = head["steps"], head["t"], head["at"]
+    first, second = int(steps[55]), int(steps[70])
+    phases = [
+        Phase(
+            "first phase",
+            "true below 0.5 of the box height only",
+            first,
+            second,
+            at[first],
+            at[second],
+        ),
+        Phase("second phase", "true at every height", second, None, at[second], math.inf),
+    ]
+    generator = np.random.default_rng(0)
+    attention = generator.random((5, 5))
+    np.fill_diagonal(attention, 0.0)
+    panel = AttentionPanel(
+        positions=generator.uniform(1.0, 10.0, (5, 2)),
+        radii=np.ones(5),
+        attention=attention / attention.sum(axis=1, keepdims=True),
+        title="",
+        contacts=np.eye(5, k=1, dtype=bool) | np.eye(5, k=-1, dtype=bool),
+    )
+    views = [PhaseView(phase, phase.start_step, phase.start, panel) for phase in phases]
+    events = [
+        (at[int(steps[i])], name) for i, name in ((40, "onset"), (50, "partial"), (62, "true"))
+    ]
+    events += [
+        (phase.start, name) for phase, name in zip(phases, ("phase", "phase_end"), strict=True)
+    ]
+    return Figure1Data(
+        run_name="synthetic",
+        summary=summary_of(0.95),
+        fits={
+            "score": head_fit("score", t, head["score"]),
+            "query_spearman": head_fit("query_spearman", t, head["spearman"]),
+        },
+        scores=head["collision"],
+        distances=head["distance"],
+        llc_head=head["llc"].for_component("l0h0"),
+        llc_model=head["llc"].for_component("model"),
+        thresholds=(0.9, 0.5),
+        events=events,
+        events_source="recorded",
+        phases=phases,
+        phase_views=views if with_views else (),
+        phase_note="" if with_views else "no checkpoint in the first phase",
+        box=(11.0, 24.0),
+        sample="frame 36, 6 contacts",
+    )
+
+
+def test_figure1_reads_on_gradient_flow_with_steps_on_top_and_names_every_line(tmp_path):
+    head = synthetic_head()
+    data = figure1_data(head)
+    assert data.fits["score"].broken is not None  # its t_break line must be named too
+    figure, caption = figures.figure1(data)
+    time_axes = [ax for ax in figure.axes if ax.get_xscale() == "log"]
+    titles = [ax.get_title() for ax in figure.axes]
+    # Panels (a)-(e) on the time axis, (f) the attention in each phase; one sentence each.
+    assert [title[:3] for title in titles if title.startswith("(")] == [
+        "(a)",
+        "(b)",
+        "(c)",
+        "(d)",
+        "(e)",
+        "(f)",
+    ]
+    assert re.findall(r"(?:^|\. )\(([a-f])\) ", caption) == list("abcdef")
+    assert "per-query Spearman" in titles[1] and "affine" not in caption
+    assert sum("phase\nstep" in title for title in titles) == 2
+    # The warm-up's empty decades are cropped, and the caption says how many points that is.
+    assert time_axes[0].get_xlim()[0] > 10 * head["t"][1]
+    assert re.search(
+        r"the time axis starts at \S+, leaving out the \d+ earlier measurements", caption
+    )
+    # The optimizer step on top of the first row, placed where the steps are on the t axis.
+    top = time_axes[0].child_axes[0]
+    labels = [label.get_text() for label in top.get_xticklabels()]
+    assert {"100", "1 000"} <= set(labels)
+    position = top.get_xticks()[labels.index("1 000")]
+    assert position == pytest.approx(head["at"][1000], rel=1e-9)
+    # No twin axes: every panel has its own place; the LLC panel is normalised and says so.
+    bounds = [tuple(np.round(ax.get_position().bounds, 6)) for ax in figure.axes]
+    assert len(set(bounds)) == len(bounds)
+    llc_panel = next(ax for ax in figure.axes if ax.get_title().startswith("(d)"))
+    assert llc_panel.get_ylabel() == "LLC ÷ its largest estimate"
+    assert "each divided by its largest estimate" in caption
+    assert lines_missing_from_legends(figure) == []
+    path = tmp_path / "figure1.png"
+    figures.save(figure, str(path))
+    assert min(Image.open(path).info["dpi"]) >= 150
+
+
+def test_figure1_without_checkpoints_in_the_phases_says_why_and_widens_the_bands():
+    figure, caption = figures.figure1(figure1_data(synthetic_head(), with_views=False))
+    assert "(f) Attention on particles per phase not drawn: no checkpoint in the first phase." in (
+        caption
+    )
+    assert not any(title.startswith("(f)") for title in (ax.get_title() for ax in figure.axes))
+    bands = next(ax for ax in figure.axes if ax.get_title().startswith("(e)"))
+    score = next(ax for ax in figure.axes if ax.get_title().startswith("(a)"))
+    assert bands.get_position().width > 1.8 * score.get_position().width  # both columns
+    plt.close(figure)
+
+
+def test_figure1_draws_a_degenerate_approach_against_the_last_value():
+    """A power law whose asymptote lies far off the data (exponent ~0) is not drawn in (c)."""
+    data = figure1_data(synthetic_head(), with_views=False)
+    fit = data.fits["query_spearman"]
+    assert fit.power_law is not None
+    far = dataclasses.replace(fit.power_law, offset=-2350.0)
+    data = dataclasses.replace(
+        data, fits={**data.fits, "query_spearman": dataclasses.replace(fit, power_law=far)}
+    )
+    figure, caption = figures.figure1(data)
+    loglog = next(ax for ax in figure.axes if ax.get_title().startswith("(c)"))
+    (measured,) = [line for line in loglog.get_lines() if line.get_label().startswith("measured")]
+    assert "asymptote -2.35e+03 is off the data" in measured.get_label()
+    assert "the last value" in caption
+    # Only the measurements (and the unlabelled event lines) are drawn: no fit at |O∞| ~ 2350.
+    labelled = [line.get_label() for line in loglog.get_lines()]
+    assert [label for label in labelled if not label.startswith("_")] == [measured.get_label()]
+    assert np.max(measured.get_ydata()) < 2.0  # |O - O_last| of a correlation, not |O - O∞|
+    plt.close(figure)
+
+
+def write_events(run_dir: Path, events: list[tuple[int, str, int, float]]) -> None:
+    """A recorded ``events.csv``: ``(head, event, event_step, value)`` of block 0's heads."""
+    times = {
+        int(r["step"]): r["lr_integral"]
+        for r in read_rows(run_dir / "emergence" / "collision_scores.csv")
+    }
+    write_rows(
+        run_dir / "emergence" / "events.csv",
+        [
+            {
+                "step": step,
+                "lr_integral": times[step],
+                "layer": 0,
+                "head": head,
+                "event": event,
+                "event_step": step,
+                "event_lr_integral": times[step],
+                "value": value,
+                "detail": "written by the test",
+            }
+            for head, event, step, value in events
+        ],
+    )
+
+
+def scheduled_copy(run_dir: Path, step: int) -> Path:
+    """``checkpoints/step-<step>.ckpt``: the final weights, saved as if at ``step``."""
+    contents = torch.load(last_checkpoint(run_dir), map_location="cpu", weights_only=False)
+    contents["global_step"] = step
+    path = run_dir / "checkpoints" / SCHEDULED_CHECKPOINT.format(step=step)
+    torch.save(contents, path)
+    return path
+
+
+def test_figure1_draws_the_attention_at_a_checkpoint_in_each_phase(in_workdir, monkeypatch):
+    run_dir = copy_run(in_workdir, "phases")
+    with_collision_heads(run_dir)  # L0H0 is the best head: Figure 1's
+    # First phase from step 5, second (every band true) from step 15 to the end (step 24).
+    write_events(run_dir, [(0, "phase", 5, 0.25), (0, "phase_end", 15, 1.0), (0, "true", 15, 0.95)])
+    early = scheduled_copy(run_dir, 5)
+    later = scheduled_copy(run_dir, 20)  # nearer than last.ckpt (24) to the middle of 15-24
+    counts = count_torch_loads(monkeypatch)
+    result = build_report([run_dir], in_workdir / "out-phases", n_bootstrap=0, quiet=True)
+    caption = result.captions["Figure 1 — phases, L0H0"]
+    assert "at step 5 (first phase), step 20 (second phase): line opacity" in caption
+    assert "(e) Collision score of L0H0 per band of query height (4 equal bands" in caption
+    assert "from step 5 to 15); the second phase" in caption and "from step 15 on)" in caption
+    assert counts[early.resolve()] == counts[later.resolve()] == 1
+    assert not [p for p in result.problems if "panel (f)" in p.item]
+
+    early.unlink()  # the first phase has no checkpoint now: drawn without it, and said so
+    result = build_report([run_dir], in_workdir / "out-phases", n_bootstrap=0, quiet=True)
+    caption = result.captions["Figure 1 — phases, L0H0"]
+    assert "at step 20 (second phase)" in caption
+    assert "no checkpoint in the first phase (steps 5 to 14)" in caption
+    [problem] = [p for p in result.problems if "panel (f)" in p.item]
+    assert problem.item == "Figure 1 — L0H0, panel (f)"
+
+    result = build_report(
+        [run_dir], in_workdir / "out-phases", n_bootstrap=0, quiet=True, checkpoint=False
+    )
+    assert (
+        "(f) Attention on particles per phase not drawn: skipped (--no_checkpoint)."
+        in (result.captions["Figure 1 — phases, L0H0"])
+    )
+
+
+def probe_tensors(contacts: list[list[tuple[int, int]]], heights: list[float]) -> dict:
+    """A probe set of one sample per entry: 4 discs in a row at a height, given contacts."""
+    samples = len(heights)
+    positions = torch.zeros(samples, 4, 2)
+    positions[..., 0] = torch.arange(4) * 3.0
+    positions[..., 1] = torch.tensor(heights)[:, None]
+    touching = torch.zeros(samples, 4, 4, dtype=torch.bool)
+    for sample, pairs in enumerate(contacts):
+        for i, j in pairs:
+            touching[sample, i, j] = touching[sample, j, i] = True
+    return {
+        "features": torch.zeros(samples, 4, 4),
+        "positions": positions,
+        "radii": torch.ones(samples, 4),
+        "frame": torch.tensor([0, 10, 20, 90, 95])[:samples],
+        "contacts": touching,
+    }
+
+
+def test_figure3_free_fall_sample_is_aloft_with_the_most_contacts():
+    # Frames 0-20 aloft (one of them with two contacts), 90 and 95 on the floor.
+    tensors = probe_tensors(
+        [[], [(0, 1)], [(0, 1), (2, 3)], [(0, 1), (1, 2), (2, 3)], [(0, 1)]],
+        [20.0, 18.0, 16.0, 1.0, 1.0],
+    )
+    samples = pick_samples(tensors, "test")
+    assert samples.picks == (2, 4) and samples.frames == (20, 95)
+    assert samples.contacts == (2, 1) and "most contacts" in samples.choice
+    # No contact while aloft: the earliest frame, and the caption says why.
+    tensors["contacts"][:3] = False
+    samples = pick_samples(tensors, "test")
+    assert samples.picks == (0, 4) and "no sample with its discs still aloft" in samples.choice
+    with pytest.raises(Unavailable, match="lack"):
+        pick_samples({"frame": tensors["frame"]})
+
+
+def test_contacts_are_drawn_over_the_attention_with_a_weight_key():
+    figure, (ax, key) = plt.subplots(1, 2)
+    attention = np.full((4, 4), 0.25)
+    contacts = np.eye(4, k=1, dtype=bool)
+    panel = AttentionPanel(np.arange(8.0).reshape(4, 2), np.ones(4), attention, "", contacts)
+    draw_attention(ax, panel, (11.0, 24.0), contacts_on_top=True, height=8.0)
+    lines, red = (c for c in ax.collections if isinstance(c, LineCollection))
+    assert red.get_zorder() > lines.get_zorder()
+    assert len(red.get_segments()) == 3 and len(lines.get_segments()) == 12
+    assert to_rgba(red.get_colors()[0]) == to_rgba(CONTACT_COLOUR)
+    assert red.get_linestyle()[0][1] is None  # solid
+    assert np.allclose(lines.get_colors()[:, 3], 0.25, atol=1 / 255)  # opacity = weight
+    assert ax.get_ylim()[1] == pytest.approx(8.5)  # shown up to the pile
+    bar = attention_weight_key(figure, key)
+    assert bar.ax.get_ylabel() == "attention weight (line opacity)"
+    plt.close(figure)
+
+
+def test_figure2_above_uniform_and_the_uniform_score_oracle(in_workdir):
+    run_dir = copy_run(in_workdir, "uniform")
+    out = in_workdir / "out-uniform"
+    args = [str(run_dir), "--out", str(out), "--figure2_above_uniform", "--no_checkpoint", *FAST]
+    assert report_main(args) == 0
+    heads = read_rows(out / "heads.csv")
+    # Oracle: uniform attention over the N - 1 others; a query's mass on its neighbours is
+    # (number of neighbours) / (N - 1), averaged over the queries that have one.
+    probe = torch.load(run_dir / "emergence" / "probe_collision_scores.pt", weights_only=True)
+    positions, radii = probe["positions"].double().numpy(), probe["radii"].double().numpy()
+    distance = np.linalg.norm(positions[:, :, None] - positions[:, None], axis=-1)
+    close = distance <= 1.25 * (radii[:, :, None] + radii[:, None, :])
+    close &= ~np.eye(radii.shape[1], dtype=bool)
+    neighbours = close.sum(axis=-1)
+    uniform = (neighbours / (radii.shape[1] - 1))[neighbours > 0].mean()
+    for row in heads:
+        assert float(row["uniform_score"]) == pytest.approx(uniform, abs=1e-12)
+        score = float(row["score"])
+        assert float(row["score_above_uniform"]) == pytest.approx(
+            (score - uniform) / (1 - uniform), abs=1e-12
+        )
+    report = (out / "report.md").read_text()
+    assert "shown above the uniform-attention level, (score − u) / (1 − u)" in report
+    assert f"({uniform:.3g})" in report
+
+
+def test_tables_list_strong_heads_first_and_mark_heads_whose_score_never_moved(in_workdir):
+    run_dir = copy_run(in_workdir, "order")
+    with_collision_heads(run_dir)
+    # Heads 2 and 3 have no event: their scores never left the initial level.
+    write_events(run_dir, [(1, "partial", 15, 0.7), (0, "true", 15, 0.95), (3, "phase", 15, 0.25)])
+    out = in_workdir / "out-order"
+    args = [str(run_dir), "--out", str(out), "--no_checkpoint", *FAST]
+    assert report_main([*args, "--observables", "score", "g_contact"]) == 0
+    exponents = read_rows(out / "exponents.csv")
+    assert [(r["head"], r["head_class"]) for r in exponents][::2] == [
+        ("0", "true"),
+        ("1", "partial"),
+        ("2", "none"),
+        ("3", "none"),
+    ]
+    moved = {r["head"]: r["score_moved"] for r in exponents}
+    assert moved == {"0": "True", "1": "True", "2": "False", "3": "False"}
+    markdown = (out / "exponents.md").read_text().splitlines()[2:]
+    for row, line in zip(exponents, markdown, strict=True):
+        if row["score_moved"] == "False":
+            assert f"| {NEVER_MOVED} |  |  |  |  |" in line
+            assert "score never moved" in row["note"]
+        else:
+            assert NEVER_MOVED not in line
+    # G(contact) is the score again: said wherever it is shown.
+    assert "G(contact) (affine in the score) (decay)" in "\n".join(markdown)
+    assert "| G(contact) (affine in the score) |" in (out / "heads.md").read_text()
+    heads = (out / "heads.md").read_text().splitlines()[2:]
+    assert [line.split(" | ")[2] for line in heads] == ["**true**", "partial", "none", "none"]
+
+
+def test_a_flat_decay_has_no_potential_reading():
+    t = np.geomspace(1e-3, 10.0, 40)
+    steep = head_fit("query_spearman", t, -0.9 + 0.8 * t**-1.0).record()
+    assert steep["potential_degree"] == pytest.approx(3.0, rel=1e-6)
+    fit = head_fit("query_spearman", t, -0.9 + 0.8 * t**-0.05)
+    assert fit.decay_factor < MIN_DECAY_FACTOR
+    flat = fit.record()
+    assert flat["alpha"] == pytest.approx(0.05, rel=1e-3)
+    assert math.isnan(flat["potential_degree"]) and math.isnan(flat["lojasiewicz_exponent"])
+    assert flat["note"].startswith("flat: the fit shrinks |O - O_inf| by a factor")

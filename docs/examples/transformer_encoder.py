@@ -3,7 +3,7 @@
 Run it (the quickstart's system and schedule; about 10 minutes on 2 CPU cores)::
 
     python docs/examples/transformer_encoder.py --run_dir runs/encoder --max_steps 10000
-    lit-emergence report runs/encoder --no_llc
+    lit-emergence report runs/encoder --no_checkpoint
 """
 
 from __future__ import annotations

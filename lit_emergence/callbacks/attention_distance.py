@@ -13,6 +13,7 @@ from lit_emergence.callbacks.base import MeasurementCallback, Schedule, nan_to_n
 from lit_emergence.callbacks.measurement_schedule import LogSchedule
 from lit_emergence.callbacks.probe import ProbeSet
 from lit_emergence.callbacks.protocol import AttentionFn, probe_attention
+from lit_emergence.callbacks.relation import Positions, batch_positions, batch_valid
 from lit_emergence.metrics import ConnectedCorrelation, QueryDistance
 from lit_emergence.plotting import figure_to_array, head_heatmap
 from lit_emergence.records.schema import (
@@ -47,6 +48,11 @@ class AttentionDistanceMonitor(MeasurementCallback):
       (interpolated on a grid of step ``length_step`` up to the box diagonal). Distances and
       lengths are in contact distances.
 
+    Particles are not required: with ``positions="sequence"`` the distance between tokens
+    ``i`` and ``j`` is ``|i - j|`` (a language model's locality), and any batch key or callable
+    giving (B, N) 1-D positions or (B, N, D) points works. Without disc radii the unit is the
+    position unit (``g_contact`` is then G at 1.25: the adjacent tokens).
+
     Writes ``RUN_DIR/emergence/attention_distance.csv`` (step, lr_integral, layer, head,
     pearson, g_contact, mean_distance, query_pearson, query_spearman, corr_length,
     g_r<r>...) and logs per-head scalars ``attention_distance/<column>/L<l>H<h>`` for those
@@ -55,7 +61,8 @@ class AttentionDistanceMonitor(MeasurementCallback):
     Args:
         r_grid: Radii of G(r) in contact distances.
         contact_tolerance: ``g_contact`` is G at ``1 + contact_tolerance`` contact distances.
-        radius: Disc radius setting the contact distance; default the probe's mean radius.
+        radius: Disc radius setting the contact distance (2 radius); default the probe's mean
+            ``radii``, or 0.5 (unit contact distance) when the probe has none.
         length_step: Spacing, in contact distances, of the radii between contact and the
             largest distance on which ``corr_length`` is interpolated (> 0).
         length_fraction: ``corr_length`` is where G falls to this fraction of G(contact), in
@@ -63,6 +70,8 @@ class AttentionDistanceMonitor(MeasurementCallback):
         max_distance: Largest distance of the ``corr_length`` radii, in the units of the
             positions; default the diagonal of ``trainer.datamodule.simulation``'s box, else
             the largest radius of ``r_grid``.
+        positions: Batch key of the (B, N, 2) centres (default), ``"sequence"`` for the token
+            index, or a callable ``batch -> (B, N) | (B, N, D)`` positions.
         attention_fn: See :class:`~lit_emergence.callbacks.CollisionDetectionMonitor`.
         image_schedule: Steps at which heatmaps are logged (default: 0, 1, 10, 100, ...).
         **kwargs: Schedule and probe-set arguments of
@@ -79,6 +88,7 @@ class AttentionDistanceMonitor(MeasurementCallback):
         length_step: float = 0.25,
         length_fraction: float = 0.5,
         max_distance: float | None = None,
+        positions: Positions = "positions",
         attention_fn: AttentionFn | None = None,
         image_schedule: Schedule | None = None,
         **kwargs: Any,
@@ -101,6 +111,7 @@ class AttentionDistanceMonitor(MeasurementCallback):
         self.length_step = length_step
         self.length_fraction = length_fraction
         self.max_distance = max_distance
+        self.positions = positions
         self.attention_fn = attention_fn
         self.image_schedule = image_schedule or LogSchedule(points_per_decade=1)
         self._heatmaps: list[Any] | None = None
@@ -117,8 +128,10 @@ class AttentionDistanceMonitor(MeasurementCallback):
         super().on_fit_start(trainer, pl_module)
 
     def _radius(self, probe: ProbeSet) -> float:
-        """The disc radius that sets the contact distance."""
-        return self.radius if self.radius is not None else float(probe["radii"].float().mean())
+        """The disc radius that sets the contact distance (0.5: the position unit)."""
+        if self.radius is not None:
+            return self.radius
+        return float(probe["radii"].float().mean()) if "radii" in probe else 0.5
 
     def _evaluation_radii(self, probe: ProbeSet) -> tuple[torch.Tensor, list[int], int]:
         """Sorted radii (grid, contact, length grid) in simulation units, and where each one is.
@@ -151,8 +164,10 @@ class AttentionDistanceMonitor(MeasurementCallback):
                 metric = ConnectedCorrelation(layers, heads, radii.to(attention.device))
                 metric = metric.to(attention.device)
                 per_query = QueryDistance(layers, heads).to(attention.device)
-            metric.update(attention, batch["positions"], valid=batch.get("valid"))
-            per_query.update(attention, batch["positions"], valid=batch.get("valid"))
+            points = batch_positions(batch, self.positions, attention.shape[-1])
+            valid = batch_valid(batch)
+            metric.update(attention, points, valid=valid)
+            per_query.update(attention, points, valid=valid)
         assert metric is not None and per_query is not None, "empty probe shard"
         # every compute below reduces over ranks: all ranks reach each of them
         connected = metric.compute().cpu()  # (L, H, radii)

@@ -17,24 +17,39 @@ What it guarantees, so it can sit in anyone's ``Trainer``:
   history is cut back to the checkpoint's step, so every scheduled step appears exactly once.
 * **Gradient-flow time.** The integral of the learning rate over optimizer steps (the time axis
   of gradient-flow theory) is tracked and written with every row as ``lr_integral``.
+
+How measurements reach the loggers (:meth:`MeasurementCallback.send_scalars`): every logger but
+W&B gets every scalar, as logged (``collision/score/L1H6``, ...). W&B gets the scalars that are
+not per head as they are; the per-head ones (keys ending in ``/L<l>H<h>`` or ``/l<l>h<h>``) are
+gathered by :class:`WandbHeadTables` into one ``wandb.Table`` per family (``collision/heads``:
+a row per step and head, a column per quantity) and one multi-line chart per headline quantity
+(:data:`HEADLINE_QUANTITIES`; ``collision/score_by_head``: a line per head), logged at the
+figure schedule (steps 0, 1, 10, 100, ...) and when training ends. So a W&B run has a few dozen
+panels, not hundreds, and the histories in ``RUN_DIR/emergence/`` keep every value.
+Messages for the user go through :func:`say`, above the progress bar, on global rank 0.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+import re
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from lit_emergence.callbacks.measurement_schedule import LogSchedule
 from lit_emergence.callbacks.probe import ProbeSet, select_probe_set
 from lit_emergence.callbacks.protocol import SHARED_ATTENTION
-from lit_emergence.records.csv import CSVHistory
-from lit_emergence.records.schema import EMERGENCE_DIR, HistorySpec
+from lit_emergence.records.csv import CSVHistory, read_rows
+from lit_emergence.records.schema import EMERGENCE_DIR, HistorySpec, head_label
 
 # A LogSchedule (configurable from YAML) or any `step -> bool` callable.
 Schedule = LogSchedule | Callable[[int], bool]
@@ -157,9 +172,17 @@ class MeasurementCallback(Callback):
 
     @staticmethod
     def send_scalars(trainer: Trainer, metrics: dict[str, float], step: int) -> None:
-        """Log scalars to every logger at an explicit step (rank 0 only)."""
+        """Log scalars to every logger at an explicit step (rank 0 only).
+
+        W&B loggers get the per-head scalars as tables and multi-line charts instead (see the
+        module docstring and :class:`WandbHeadTables`); the other loggers get every scalar.
+        """
         for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=step)
+            tables = WandbHeadTables.of(logger)
+            if tables is not None:
+                tables.log(logger, metrics, step)
+            elif not _replaying:
+                logger.log_metrics(metrics, step=step)
 
     def images_due(self, trainer: Trainer, step: int, image_schedule: Schedule) -> bool:
         """Whether to draw figures now: rank 0, images on, due, and a logger that takes them."""
@@ -175,6 +198,8 @@ class MeasurementCallback(Callback):
         trainer: Trainer, key: str, images: list[Any], step: int, captions: list[str] | None = None
     ) -> None:
         """Log images to loggers that take images (W&B); others are skipped."""
+        if _replaying:
+            return
         for logger in trainer.loggers:
             log_image = getattr(logger, "log_image", None)
             if callable(log_image):
@@ -206,6 +231,7 @@ class MeasurementCallback(Callback):
             )
             if self._restored_step is not None:
                 self.history.truncate_after(self._restored_step)
+                self._replay_for_wandb(trainer, pl_module)
             elif trainer.global_step == 0:
                 # A fresh run in a directory with an old history: start it over.
                 self.history.truncate_after(-1)
@@ -226,6 +252,11 @@ class MeasurementCallback(Callback):
         """Measure after scheduled optimizer steps."""
         self._maybe_measure(trainer, pl_module)
 
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Send W&B the per-head tables and charts not yet sent (rank 0)."""
+        if trainer.is_global_zero:
+            WandbHeadTables.flush_all(trainer)
+
     def state_dict(self) -> dict[str, Any]:
         """Return the callback state saved in checkpoints."""
         return {"last_measured_step": self.last_measured_step, "lr_integral": self.lr_integral}
@@ -243,7 +274,11 @@ class MeasurementCallback(Callback):
         if step <= self.last_measured_step or not self.should_run(step):
             return
         assert self.probe is not None, "on_fit_start selects the probe set first"
-        with preserved_state(pl_module), torch.no_grad():
+        with (
+            progress_status(trainer, f"measuring {self.spec.name} at step {step}"),
+            preserved_state(pl_module),
+            torch.no_grad(),
+        ):
             rows = self.measure(trainer, pl_module, self.probe.to(pl_module.device), step)
         self.last_measured_step = step
         if not trainer.is_global_zero:
@@ -256,6 +291,23 @@ class MeasurementCallback(Callback):
         for listener in self._listeners:
             listener(self.spec, rows)
         self.log_measurement(trainer, pl_module, rows, step)
+
+    def _replay_for_wandb(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """On resume, hand W&B's per-head tables the rows measured before the checkpoint.
+
+        The rows are passed through :meth:`log_measurement` with every logger muted, so that
+        the tables logged after a resume hold the whole run; nothing is logged again.
+        """
+        if not any(WandbHeadTables.of(logger) is not None for logger in trainer.loggers):
+            return
+        assert self.history is not None
+        by_step: dict[int, list[dict[str, Any]]] = {}
+        for row in read_rows(self.history.path).rows:
+            by_step.setdefault(int(row["step"]), []).append(_typed(row))
+        with replaying(), contextlib.suppress(Exception):
+            # (A table short of its early rows is no reason to stop.)
+            for step, rows in sorted(by_step.items()):
+                self.log_measurement(trainer, pl_module, rows, step)
 
 
 class preserved_state:  # noqa: N801 - used like a function: `with preserved_state(module):`
@@ -285,3 +337,235 @@ class preserved_state:  # noqa: N801 - used like a function: `with preserved_sta
 def nan_to_none(value: float) -> float | str:
     """CSV-friendly value: NaN becomes an empty cell ("not defined"), not the text 'nan'."""
     return "" if isinstance(value, float) and math.isnan(value) else value
+
+
+# ------------------------------------------------------------------------------ user messages
+def say(trainer: Trainer, message: str) -> None:
+    """Show ``message`` on global rank 0, above the progress bar when there is one.
+
+    Through the progress bar's writer when the bar is on (a plain print would land in the bar's
+    line), else through Lightning's rank-zero log (INFO, on stderr).
+    """
+    if not trainer.is_global_zero:
+        return
+    bar = trainer.progress_bar_callback
+    if bar is not None and bar.is_enabled:
+        bar.print(message)
+    else:
+        rank_zero_info(message)
+
+
+@contextlib.contextmanager
+def progress_status(trainer: Trainer, status: str) -> Iterator[None]:
+    """Show ``status`` as the progress bar's description while the block runs (rank 0).
+
+    A measurement can take seconds to minutes (the LLC); the bar then says what it is doing
+    instead of freezing silently. Only Lightning's own bars (rich and tqdm) are touched, and
+    any failure to do so is ignored: the status is a courtesy, never a reason to stop.
+    """
+    restore: Callable[[], None] | None = None
+    with contextlib.suppress(Exception):
+        restore = _set_status(trainer, status) if trainer.is_global_zero else None
+    try:
+        yield
+    finally:
+        if restore is not None:
+            with contextlib.suppress(Exception):
+                restore()
+
+
+def _set_status(trainer: Trainer, status: str) -> Callable[[], None] | None:
+    from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+
+    bar = trainer.progress_bar_callback
+    if bar is None or not bar.is_enabled or not trainer.training:
+        return None
+    if isinstance(bar, RichProgressBar):
+        task = bar.train_progress_bar_id
+        if bar.progress is None or task is None:
+            return None
+        old = bar.progress.tasks[task].description
+        bar.progress.update(task, description=f"{old.rstrip()} · {status}")
+        bar.refresh(hard=True)
+
+        def restore() -> None:
+            if bar.progress is not None:
+                bar.progress.update(task, description=old)
+
+        return restore
+    if isinstance(bar, TQDMProgressBar) and bar._train_progress_bar is not None:
+        tqdm = bar.train_progress_bar
+        old = tqdm.desc
+        tqdm.set_description_str(f"{old.rstrip(': ')} · {status}")
+        return lambda: tqdm.set_description_str(old)
+    return None
+
+
+# ------------------------------------------------------------------------------ W&B workspace
+#: A per-head key: a quantity, then ``/L<layer>H<head>`` (or the LLC's ``/l<layer>h<head>``).
+HEAD_KEY = re.compile(r"^(?P<quantity>.+)/[Ll](?P<layer>\d+)[Hh](?P<head>\d+)$")
+#: Per-head quantities that W&B also shows as one multi-line chart (a line per head), keyed by
+#: the quantity. Every per-head quantity is a column of its family's table.
+HEADLINE_QUANTITIES: tuple[str, ...] = ("collision/score", "attention_distance/pearson", "llc")
+
+
+def chart_key(quantity: str) -> str:
+    """W&B key of a headline quantity's chart: ``collision/score`` -> ``collision/score_by_head``.
+
+    Always inside its family's section (``llc`` -> ``llc/llc_by_head``).
+    """
+    family, _, name = quantity.partition("/")
+    return f"{family}/{name or family}_by_head"
+
+
+#: Set while :func:`replaying` (old rows are fed to the tables, nothing is logged).
+_replaying = False
+
+
+@contextlib.contextmanager
+def replaying() -> Iterator[None]:
+    """Within: :meth:`MeasurementCallback.send_scalars` only feeds W&B's head tables.
+
+    For a resumed run, which hands the tables the rows logged before its checkpoint so that
+    the tables logged from then on hold the whole run; no logger logs anything (no scalar, no
+    image) while it lasts.
+    """
+    global _replaying
+    _replaying = True
+    try:
+        yield
+    finally:
+        _replaying = False
+
+
+class WandbHeadTables:
+    """What a W&B logger gets of the per-head scalars: tables and multi-line charts.
+
+    Per family (the first part of the key: ``collision``, ``attention_distance``, ``gauge``,
+    ``llc``, ``emergence``) one ``wandb.Table`` ``<family>/heads`` with columns ``step``,
+    ``head`` (``L1H6``), ``layer``, ``head_index`` and one per quantity (``score``,
+    ``score_band0``, ...; the LLC's is ``llc``), every row measured so far; per quantity of
+    :data:`HEADLINE_QUANTITIES` a line-series chart (a line per head) keyed by :func:`chart_key`.
+    Both are logged when a measurement falls on ``schedule`` and by :meth:`flush_all` when
+    training ends. One instance per W&B logger (:meth:`of`); global rank 0 only.
+
+    Args:
+        schedule: Steps at which tables and charts are logged (default 0, 1, 10, 100, ...,
+            the figures' schedule).
+    """
+
+    _instances: ClassVar[weakref.WeakKeyDictionary[Logger, WandbHeadTables]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, schedule: Schedule | None = None) -> None:
+        self.schedule: Schedule = schedule or LogSchedule(points_per_decade=1)
+        # family -> (step, layer, head) -> quantity -> value
+        self.rows: dict[str, dict[tuple[int, int, int], dict[str, float]]] = {}
+        self.pending: set[str] = set()
+
+    @classmethod
+    def of(cls, logger: Logger) -> WandbHeadTables | None:
+        """The tables of a W&B logger (made on first use); None for any other logger."""
+        if not isinstance(logger, WandbLogger):
+            return None
+        if logger not in cls._instances:
+            cls._instances[logger] = cls()
+        return cls._instances[logger]
+
+    @classmethod
+    def flush_all(cls, trainer: Trainer) -> None:
+        """Log every table and chart that has rows not logged yet, at the current step."""
+        for logger in trainer.loggers:
+            tables = cls.of(logger)
+            if tables is not None and tables.pending:
+                tables.flush(logger, trainer.global_step)
+
+    def log(self, logger: Logger, metrics: Mapping[str, Any], step: int) -> None:
+        """Log the scalars that are not per head; keep the others for the tables."""
+        scalars: dict[str, Any] = {}
+        touched = False
+        for key, value in metrics.items():
+            match = HEAD_KEY.match(key)
+            if match is None:
+                scalars[key] = value
+                continue
+            family, _, name = match["quantity"].partition("/")
+            head = (step, int(match["layer"]), int(match["head"]))
+            self.rows.setdefault(family, {}).setdefault(head, {})[name or family] = value
+            self.pending.add(family)
+            touched = True
+        if _replaying:
+            return
+        if scalars:
+            logger.log_metrics(scalars, step=step)
+        if touched and self.schedule(step):
+            self.flush(logger, step)
+
+    def flush(self, logger: Logger, step: int) -> None:
+        """Log the tables and charts of the families with new rows."""
+        import wandb
+
+        logged: dict[str, Any] = {}
+        for family in sorted(self.pending):
+            rows = self.rows[family]
+            quantities = sorted({name for values in rows.values() for name in values})
+            columns = ["step", "head", "layer", "head_index", *quantities]
+            data = [
+                [s, head_label(layer, head), layer, head, *(values.get(q) for q in quantities)]
+                for (s, layer, head), values in sorted(rows.items())
+            ]
+            logged[f"{family}/heads"] = wandb.Table(
+                columns=columns, data=data, allow_mixed_types=True
+            )
+            for quantity in HEADLINE_QUANTITIES:
+                chart = self._chart(family, quantity, rows)
+                if chart is not None:
+                    logged[chart_key(quantity)] = chart
+        self.pending.clear()
+        if logged:
+            logger.log_metrics(logged, step=step)
+
+    @staticmethod
+    def _chart(
+        family: str, quantity: str, rows: Mapping[tuple[int, int, int], Mapping[str, float]]
+    ) -> Any:
+        """A line per head of one quantity over the steps, or None if it is not this family's."""
+        import wandb
+
+        head_family, _, name = quantity.partition("/")
+        name = name or head_family
+        if head_family != family:
+            return None
+        series: dict[tuple[int, int], dict[int, float]] = {}
+        for (step, layer, head), values in rows.items():
+            if values.get(name) not in (None, ""):
+                series.setdefault((layer, head), {})[step] = float(values[name])
+        if not series:
+            return None
+        heads = sorted(series)
+        return wandb.plot.line_series(
+            xs=[sorted(series[h]) for h in heads],
+            ys=[[series[h][s] for s in sorted(series[h])] for h in heads],
+            keys=[head_label(*h) for h in heads],
+            title=f"{quantity} by head",
+            xname="step",
+        )
+
+
+def _typed(row: Mapping[str, str]) -> dict[str, Any]:
+    """A history row read back from its CSV with numbers as numbers (for a replay)."""
+    typed: dict[str, Any] = {}
+    for key, text in row.items():
+        value: Any = text
+        if text in ("True", "False"):
+            value = text == "True"
+        else:
+            for kind in (int, float):
+                try:
+                    value = kind(text)
+                    break
+                except (TypeError, ValueError):
+                    continue
+        typed[key] = value
+    return typed

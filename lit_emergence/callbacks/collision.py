@@ -7,18 +7,22 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
+from torchmetrics import Metric
 
-from lit_emergence.callbacks.base import MeasurementCallback, Schedule, nan_to_none
+from lit_emergence.callbacks.base import Schedule, nan_to_none
 from lit_emergence.callbacks.measurement_schedule import LogSchedule
 from lit_emergence.callbacks.probe import ProbeSet
 from lit_emergence.callbacks.protocol import AttentionFn, probe_attention
-from lit_emergence.functional import (
-    classify_heads,
-    head_class_names,
-    impact_queries,
-    neighbour_mask,
+from lit_emergence.callbacks.relation import (
+    BatchRelation,
+    Contact,
+    Relation,
+    RelationMask,
+    RelationScoreMonitor,
 )
+from lit_emergence.functional import classify_heads, head_class_names, impact_queries
 from lit_emergence.metrics import BandCollisionScore, CollisionScore
 from lit_emergence.plotting import (
     AttentionPanel,
@@ -36,7 +40,58 @@ from lit_emergence.records.schema import (
 )
 
 
-class CollisionDetectionMonitor(MeasurementCallback):
+class Impact(Relation):
+    """Ground-truth contacts, counted over the queries that were hit.
+
+    A query counts when its velocity change departs from free fall
+    (:func:`~lit_emergence.functional.impact_queries`).
+
+    Args:
+        threshold: Departure, in units of ``gravity * frame_interval``, above which a query
+            counts.
+        gravity: Gravitational acceleration; None until known (then not measurable).
+        frame_interval: Time between frames; None until known.
+    """
+
+    requires = ("contacts", "velocity_change")
+
+    def __init__(
+        self,
+        threshold: float = 0.5,
+        gravity: float | None = None,
+        frame_interval: float | None = None,
+    ) -> None:
+        self.threshold, self.gravity, self.frame_interval = threshold, gravity, frame_interval
+
+    def missing(self, batch: Mapping[str, Tensor]) -> str | None:
+        """Also not measurable without gravity and frame interval, or with gravity 0."""
+        lacking = [key for key in self.requires if key not in batch]
+        if self.gravity is None or self.frame_interval is None:
+            lacking.append("gravity/frame_interval")
+        if lacking:
+            return f"the probe lacks {lacking}"
+        if self.gravity == 0:
+            # Impacts are departures from free fall measured in units of g * dt: no gravity,
+            # no scale. The column stays empty; the other variants are unaffected.
+            return "gravity is 0, and impacts are measured against free fall (g * dt)"
+        return None
+
+    def mask(self, batch: Mapping[str, Tensor], num_tokens: int) -> RelationMask:
+        """The contacts, and the particles hit during the interval as queries."""
+        assert self.gravity is not None and self.frame_interval is not None  # missing() checked
+        contacts = batch["contacts"]
+        hit = impact_queries(
+            batch["velocity_change"],
+            self.frame_interval,
+            self.gravity,
+            contacts,
+            threshold=self.threshold,
+            valid=batch.get("valid"),
+        )
+        return contacts, hit
+
+
+class CollisionDetectionMonitor(RelationScoreMonitor):
     """Measure how much of each head's attention lands on a query's collision partners.
 
     For every head (layer ``l``, head ``h``) three variants of the score (see
@@ -47,6 +102,9 @@ class CollisionDetectionMonitor(MeasurementCallback):
       ``(R_i + R_j) * (1 + tolerance)``; queries = discs with at least one such neighbour.
     * ``strict``: partners = the ground-truth contact set of the predicted interval.
     * ``impact``: as ``strict``, over queries whose velocity change departs from free fall.
+
+    Each variant is a relation score (:class:`~lit_emergence.callbacks.RelationScoreMonitor`)
+    of a contact relation.
 
     1 means all of a query's attention is on its partners; a uniform head scores about
     ``#partners / (N - 1)``. Heads are classed ``true`` (score >= ``true_threshold``),
@@ -81,13 +139,15 @@ class CollisionDetectionMonitor(MeasurementCallback):
             ``trainer.datamodule.simulation``. Without either, the band columns stay empty
             (with a warning).
         attention_fn: ``(pl_module, batch) -> (B, L, H, N, N)``; default
-            ``pl_module.probe_attention(batch)`` (see :mod:`lit_emergence.callbacks.protocol`).
+            ``pl_module.probe_attention(batch)`` if the module has one, else the attention
+            recorded from its layers (:mod:`lit_emergence.heads`).
         image_schedule: Steps at which figures are logged (default: 0, 1, 10, 100, ...).
         **kwargs: Schedule and probe-set arguments of
             :class:`~lit_emergence.callbacks.base.MeasurementCallback`.
     """
 
     history_spec = COLLISION
+    log_prefix = "collision"
 
     def __init__(
         self,
@@ -103,9 +163,6 @@ class CollisionDetectionMonitor(MeasurementCallback):
         image_schedule: Schedule | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        if tolerance < 0:
-            raise ValueError(f"tolerance must be >= 0, got {tolerance}")
         if not isinstance(num_bands, int) or num_bands < 0:
             raise ValueError(f"num_bands must be an integer >= 0 (0: no bands), got {num_bands!r}")
         if box_height is not None and not box_height > 0:
@@ -115,6 +172,12 @@ class CollisionDetectionMonitor(MeasurementCallback):
                 "need 0 < partial_threshold <= true_threshold <= 1, got "
                 f"partial_threshold={partial_threshold}, true_threshold={true_threshold}"
             )
+        relations = {
+            "score": Contact(tolerance),
+            "strict": BatchRelation("contacts"),
+            "impact": Impact(impact_threshold, gravity, frame_interval),
+        }
+        super().__init__(relations, attention_fn=attention_fn, **kwargs)
         self.tolerance = tolerance
         self.true_threshold = true_threshold
         self.partial_threshold = partial_threshold
@@ -123,10 +186,8 @@ class CollisionDetectionMonitor(MeasurementCallback):
         self.frame_interval = frame_interval
         self.num_bands = num_bands
         self.box_height = box_height
-        self.attention_fn = attention_fn
         self.image_schedule = image_schedule or LogSchedule(points_per_decade=1)
         self._figure: Any = None
-        self._warned: set[str] = set()
         # (width, height) of the box the pictures draw, from the datamodule's simulation.
         self._box: tuple[float, float] | None = None
 
@@ -145,75 +206,51 @@ class CollisionDetectionMonitor(MeasurementCallback):
             self._box = (float(simulation.box_width), float(simulation.box_height))
         if self.box_height is None and simulation is not None:
             self.box_height = float(simulation.box_height)
+        impact = self.relations["impact"]
+        assert isinstance(impact, Impact)
+        impact.gravity, impact.frame_interval = self.gravity, self.frame_interval
         super().on_fit_start(trainer, pl_module)
 
     # ----------------------------------------------------------------------------- measuring
-    def _can_measure(self, variant: str, batch: Mapping[str, Tensor]) -> bool:
-        needs = {
-            "score": ("radii",),
-            "bands": ("radii",),
-            "strict": ("contacts",),
-            "impact": ("contacts", "velocity_change"),
-        }
-        if variant == "bands" and self.num_bands == 0:
+    def _bands_measurable(self, batch: Mapping[str, Tensor]) -> bool:
+        """Whether the height bands can be measured; warns once when they cannot."""
+        if self.num_bands == 0:
             return False
-        missing = [key for key in needs[variant] if key not in batch]
-        if variant == "bands" and self.box_height is None:
+        missing = [key for key in Contact.requires if key not in batch]
+        if self.box_height is None:
             missing.append("box_height (pass box_height= or use a datamodule with .simulation)")
-        if variant == "impact" and (self.gravity is None or self.frame_interval is None):
-            missing.append("gravity/frame_interval")
-        reason = f"the probe lacks {missing}"
-        if variant == "impact" and not missing and self.gravity == 0:
-            # Impacts are departures from free fall measured in units of g * dt: no gravity,
-            # no scale. The column stays empty; the other two variants are unaffected.
-            missing.append("gravity > 0")
-            reason = "gravity is 0, and impacts are measured against free fall (g * dt)"
-        if missing and variant not in self._warned:
-            self._warned.add(variant)
-            from lightning.pytorch.utilities import rank_zero_warn
-
-            rank_zero_warn(f"CollisionDetectionMonitor: no '{variant}' score, {reason}")
+        if missing and "bands" not in self._warned:
+            self._warned.add("bands")
+            rank_zero_warn(f"{type(self).__name__}: no 'bands' score, the probe lacks {missing}")
         return not missing
+
+    def new_metrics(
+        self, layers: int, heads: int, batch: Mapping[str, Tensor], device: torch.device
+    ) -> dict[str, Metric]:
+        """A collision score per variant, and the band scores when they can be measured."""
+        metrics: dict[str, Metric] = {
+            variant: CollisionScore(layers, heads).to(device) for variant in COLLISION_VARIANTS
+        }
+        if self._bands_measurable(batch):
+            height = float(self.box_height)  # known: _bands_measurable checked it
+            metrics["bands"] = BandCollisionScore(layers, heads, height, self.num_bands).to(device)
+        return metrics
+
+    def update_metrics(
+        self, metrics: dict[str, Metric], attention: Tensor, batch: Mapping[str, Tensor]
+    ) -> dict[str, Tensor]:
+        """Add the batch to each variant; the bands split the ``score`` variant's queries."""
+        masks = super().update_metrics(metrics, attention, batch)
+        if "bands" in metrics and "score" in masks:
+            valid = batch.get("valid")
+            metrics["bands"].update(attention, masks["score"], batch["positions"], valid=valid)
+        return masks
 
     def measure(
         self, trainer: Trainer, pl_module: LightningModule, probe: ProbeSet, step: int
     ) -> list[dict[str, Any]]:
         """Scores of every head on this rank's probe shard, reduced over ranks."""
-        metrics: dict[str, CollisionScore | BandCollisionScore] = {}
-        for batch in probe.batches(self.probe_batch_size):
-            attention = probe_attention(pl_module, batch, self.attention_fn, step)
-            _, layers, heads = attention.shape[:3]
-            if not metrics:
-                metrics = {
-                    v: CollisionScore(layers, heads).to(attention.device)
-                    for v in COLLISION_VARIANTS
-                }
-                if self._can_measure("bands", batch):
-                    height = float(self.box_height)  # known: _can_measure checked it
-                    bands = BandCollisionScore(layers, heads, height, self.num_bands)
-                    metrics["bands"] = bands.to(attention.device)
-            valid = batch.get("valid")
-            if self._can_measure("score", batch):
-                neighbours = neighbour_mask(
-                    batch["positions"], batch["radii"], self.tolerance, valid
-                )
-                metrics["score"].update(attention, neighbours, valid=valid)
-                if "bands" in metrics:
-                    metrics["bands"].update(attention, neighbours, batch["positions"], valid=valid)
-            if self._can_measure("strict", batch):
-                metrics["strict"].update(attention, batch["contacts"], valid=valid)
-            if self._can_measure("impact", batch):
-                hit = impact_queries(
-                    batch["velocity_change"],
-                    self.frame_interval,
-                    self.gravity,
-                    batch["contacts"],
-                    threshold=self.impact_threshold,
-                    valid=valid,
-                )
-                metrics["impact"].update(attention, batch["contacts"], hit, valid=valid)
-        # compute() reduces the sums over ranks: every rank gets here for every variant.
-        scores = {variant: metric.compute().cpu() for variant, metric in metrics.items()}
+        scores = self.score_relations(pl_module, probe, step)
         if self.images_due(trainer, step, self.image_schedule):
             self._figure = self._attention_figure(pl_module, probe, scores["score"], step)
         classes = head_class_names(
@@ -242,13 +279,8 @@ class CollisionDetectionMonitor(MeasurementCallback):
         self, trainer: Trainer, pl_module: LightningModule, rows: list[dict[str, Any]], step: int
     ) -> None:
         """Per-head scalars and a summary; figures on the image schedule."""
-        metrics: dict[str, float] = {}
         columns = [*COLLISION_VARIANTS, *(band_column(k) for k in range(self.num_bands))]
-        for row in rows:
-            for column in columns:
-                if row[column] != "":
-                    label = head_label(row["layer"], row["head"])
-                    metrics[f"collision/{column}/{label}"] = row[column]
+        metrics = self.head_scalars(rows, columns)
         scores = [row["score"] for row in rows if row["score"] != ""]
         if scores:
             metrics["collision/best_score"] = max(scores)

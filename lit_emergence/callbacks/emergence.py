@@ -6,9 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_warn
 
-from lit_emergence.callbacks.base import MeasurementCallback
+from lit_emergence.callbacks.base import MeasurementCallback, replaying, say
 from lit_emergence.detection import (
     EVENT_COLUMNS,
     DetectionSettings,
@@ -50,8 +51,11 @@ class EmergenceDetector(Callback):
     per head (definitions: ``docs/detection.md``).
     Each event is appended (flushed, fsynced) to ``RUN_DIR/emergence/events.csv`` (step,
     lr_integral, layer, head, event, event_step, event_lr_integral, value, detail), printed as
-    one line, and logged as ``emergence/events/<event>`` (how many heads have had it) and
-    ``emergence/<event>_step/L<l>H<h>`` (its ``event_step``).
+    one line above the progress bar, and logged as ``emergence/events/<event>`` (how many heads
+    have had it) and ``emergence/<event>_step/L<l>H<h>`` (its ``event_step``; in W&B a column
+    ``<event>_step`` of the table ``emergence/heads``). A head that becomes a true collision
+    head also raises a W&B alert (``wandb.alert``; ``wandb_alert=False`` turns it off), which
+    W&B forwards by e-mail or Slack as set in the user's W&B settings.
 
     * **Callback order does not matter**: an event's ``step`` is that of the measurement that
       completed it, not of the batch at which the detector read it.
@@ -83,6 +87,8 @@ class EmergenceDetector(Callback):
         power_law_min_departure: Smallest departure from the initial level for the power-law
             test (``None``: the onset rise for the score, 0.1 for the Pearson r).
         verbose: Print one line per event.
+        wandb_alert: Raise a W&B alert when a head becomes a true collision head (with a W&B
+            logger only).
     """
 
     def __init__(
@@ -100,10 +106,12 @@ class EmergenceDetector(Callback):
         power_law_max_scatter: float = 0.2,
         power_law_min_departure: float | None = None,
         verbose: bool = True,
+        wandb_alert: bool = True,
     ) -> None:
         self.true_threshold = true_threshold
         self.partial_threshold = partial_threshold
         self.verbose = verbose
+        self.wandb_alert = wandb_alert
         self._options: dict[str, Any] = {
             "persistence": persistence,
             "baseline_points": baseline_points,
@@ -265,6 +273,11 @@ class EmergenceDetector(Callback):
             kept = [event.as_row() for event in replayed]
         self.history.truncate_after(-1)
         self.history.append(kept)
+        # The per-head event steps logged before the checkpoint, for W&B's emergence/heads.
+        with replaying():
+            for event in map(EmergenceEvent.from_row, kept):
+                metrics = {f"emergence/{event.event}_step/{event.head_name}": event.event_step}
+                MeasurementCallback.send_scalars(trainer, metrics, event.step)
 
     def _poll(self, trainer: Trainer) -> None:
         new: list[EmergenceEvent] = []
@@ -285,9 +298,25 @@ class EmergenceDetector(Callback):
             heads = {(e.layer, e.head) for e in self.tracker.events if e.event == event.event}
             metrics[f"emergence/events/{event.event}"] = len(heads)
             metrics[f"emergence/{event.event}_step/{event.head_name}"] = event.event_step
+            message = (
+                f"EmergenceDetector: {event.head_name} {_DESCRIPTIONS[event.event]} at step "
+                f"{event.event_step} (flagged at step {event.step}): {event.detail}"
+            )
             if self.verbose:
-                rank_zero_info(
-                    f"EmergenceDetector: {event.head_name} {_DESCRIPTIONS[event.event]} at step "
-                    f"{event.event_step} (flagged at step {event.step}): {event.detail}"
-                )
+                say(trainer, message)
+            if event.event == "true" and self.wandb_alert:
+                self._alert(trainer, event, message)
         MeasurementCallback.send_scalars(trainer, metrics, trainer.global_step)
+
+    @staticmethod
+    def _alert(trainer: Trainer, event: EmergenceEvent, message: str) -> None:
+        """A W&B alert for a new true collision head, on every W&B logger (rank 0)."""
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                run = logger.experiment
+                alert = getattr(run, "alert", None)
+                if callable(alert):
+                    alert(
+                        title=f"{event.head_name} became a true collision head",
+                        text=f"{run.name}: {message.removeprefix('EmergenceDetector: ')}",
+                    )

@@ -37,7 +37,8 @@ class GaugeInvariantMonitor(MeasurementCallback):
 
     Writes ``RUN_DIR/emergence/gauge_invariants.csv`` (step, lr_integral, layer, head, the
     scalars, the imbalances, ``qk_sv<i>`` and ``ov_sv<i>``) and logs
-    ``gauge/<observable>/L<l>H<h>`` scalars.
+    ``gauge/<observable>/L<l>H<h>`` scalars (W&B gets them as one table, ``gauge/heads``, a
+    column per observable: :class:`~lit_emergence.callbacks.base.WandbHeadTables`).
 
     Args:
         schedule: ``step -> bool`` (default :class:`~lit_emergence.callbacks.LogSchedule`, 6 per
@@ -81,7 +82,7 @@ class GaugeInvariantMonitor(MeasurementCallback):
     def log_measurement(
         self, trainer: Trainer, pl_module: LightningModule, rows: list[dict[str, Any]], step: int
     ) -> None:
-        """Per-head scalar curves ``gauge/<observable>/L<l>H<h>``."""
+        """Per-head scalars ``gauge/<observable>/L<l>H<h>`` (for W&B: rows of ``gauge/heads``)."""
         names = (*SCALAR_OBSERVABLES, "qk_imbalance", "ov_imbalance")
         metrics = {
             f"gauge/{name}/{head_label(row['layer'], row['head'])}": row[name]

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 
 from lit_emergence.callbacks.base import MeasurementCallback, Schedule, nan_to_none
@@ -17,7 +17,7 @@ from lit_emergence.callbacks.probe import ProbeSet
 from lit_emergence.llc import LLCResult, Restriction, attention_head_restrictions, estimate_llc_many
 from lit_emergence.llc.settings import DEFAULT_LOCALIZATION, check_sampling_settings
 from lit_emergence.plotting import figure_to_array, loss_traces
-from lit_emergence.records.schema import LLC, WHOLE_MODEL
+from lit_emergence.records.schema import LLC, WHOLE_MODEL, llc_component
 
 LossFn = Callable[[Tensor, Mapping[str, Tensor]], Tensor]
 InputsFn = Callable[[Mapping[str, Tensor]], tuple]
@@ -116,6 +116,14 @@ class LLCMonitor(MeasurementCallback):
             config serves both.
         compile: ``torch.compile`` the vectorised gradient (``True`` or a mode name); pays a
             compilation at every estimate, so it helps long estimates only.
+        emerging_schedule: Extra steps at which the heads that an
+            :class:`~lit_emergence.callbacks.EmergenceDetector` of the same Trainer says are
+            emerging (an ``onset`` event, no ``true`` event yet) are estimated, and only they:
+            e.g. ``LogSchedule(points_per_decade=10)`` measures a head densely through its
+            emergence window while ``schedule`` stays sparse. None (default): off.
+        num_probe_samples: Samples drawn for the minibatches; None (default) for
+            ``batch_size * num_batches``.
+        probe_batch_size: Samples per minibatch; None (default) for ``batch_size``.
         **kwargs: Other arguments of :class:`~lit_emergence.callbacks.base.MeasurementCallback`.
     """
 
@@ -147,6 +155,9 @@ class LLCMonitor(MeasurementCallback):
         schedule: Schedule | None = None,
         cuda_graph: bool = False,
         compile: bool | str = False,
+        num_probe_samples: int | None = None,
+        probe_batch_size: int | None = None,
+        emerging_schedule: Schedule | None = None,
         **kwargs: Any,
     ) -> None:
         check_sampling_settings(
@@ -166,9 +177,14 @@ class LLCMonitor(MeasurementCallback):
             raise ValueError(f"batch_size must be >= 2 for n_beta = B / ln B, got {batch_size}")
         if num_batches < 1:
             raise ValueError(f"num_batches must be >= 1, got {num_batches}")
-        kwargs.setdefault("num_probe_samples", batch_size * num_batches)
-        kwargs.setdefault("probe_batch_size", batch_size)
-        super().__init__(schedule=schedule or LogSchedule(points_per_decade=2), **kwargs)
+        # Declared here (not left to **kwargs) so that a LightningCLI config, which writes every
+        # parameter out, records None and the minibatches follow batch_size x num_batches.
+        super().__init__(
+            schedule=schedule or LogSchedule(points_per_decade=2),
+            num_probe_samples=num_probe_samples or batch_size * num_batches,
+            probe_batch_size=probe_batch_size or batch_size,
+            **kwargs,
+        )
         self.per_head = per_head
         self.settings = {
             "num_chains": num_chains,
@@ -193,6 +209,9 @@ class LLCMonitor(MeasurementCallback):
         self.restrictions_fn = restrictions_fn
         self.image_schedule = image_schedule or LogSchedule(points_per_decade=1)
         self._traces: dict[str, Tensor] | None = None
+        self.emerging_schedule = emerging_schedule
+        # Components of the heads emerging now (decided on rank 0, the same on every rank).
+        self._emerging: list[str] = []
 
     def fieldnames(self, trainer: Trainer, pl_module: LightningModule) -> Sequence[str]:
         """History columns."""
@@ -200,42 +219,115 @@ class LLCMonitor(MeasurementCallback):
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Check the components can be built on this model before anything is measured."""
-        self._restrictions(self.model_fn(pl_module))
+        self.components(self.model_fn(pl_module))
+        if self.emerging_schedule is not None and _detector(trainer) is None:
+            raise ValueError(
+                "LLCMonitor(emerging_schedule=...) follows the heads an EmergenceDetector "
+                "flags: add an EmergenceDetector (and its CollisionDetectionMonitor) to the "
+                "Trainer's callbacks, or drop emerging_schedule"
+            )
         super().on_fit_start(trainer, pl_module)
 
-    def _restrictions(self, model: nn.Module) -> dict[str, Restriction]:
+    def should_run(self, step: int) -> bool:
+        """The schedule, and the emerging schedule's steps while a head is emerging."""
+        return self.schedule(step) or bool(self._emerging)
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        """Find the emerging heads at the emerging schedule's steps, then measure as due."""
+        step = trainer.global_step
+        self._emerging = []
+        due = self.emerging_schedule is not None and self.emerging_schedule(step)
+        if due and step > self.last_measured_step and not self.schedule(step):
+            # The detector lives on rank 0; every rank reaches this broadcast at the same
+            # (scheduled) steps and then estimates the same components.
+            heads = _emerging_heads(_detector(trainer)) if trainer.is_global_zero else []
+            self._emerging = trainer.strategy.broadcast(heads, src=0)
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def components(self, model: nn.Module) -> dict[str, Restriction]:
+        """The components estimated on ``model``: name -> restriction, the whole model first.
+
+        Raises:
+            ValueError: With ``per_head`` on a model without recognised attention layers.
+        """
         if self.restrictions_fn is not None:
             return self.restrictions_fn(model)
         return _default_restrictions(model, self.per_head)
+
+    def estimate(
+        self,
+        model: nn.Module,
+        batches: Sequence[Any],
+        step: int,
+        *,
+        num_samples: int | None,
+        restrictions: Mapping[str, Restriction] | None = None,
+        cuda_graph: bool = False,
+        **overrides: Any,
+    ) -> dict[str, LLCResult]:
+        """The estimates this monitor makes at ``step``: the code path of every LLC history.
+
+        :meth:`measure` calls it during training; ``lit-emergence llc`` calls it on a run's
+        checkpoints (:mod:`lit_emergence.llc.offline`), and ``lit-emergence llc calibrate``
+        with a grid of settings (:mod:`lit_emergence.llc.calibrate`). The chains' seed is
+        ``seed + step``, so the same weights, minibatches and settings give the same values
+        wherever they are estimated.
+
+        Args:
+            model: The module sampled (``model_fn(pl_module)``), at the weights ``w*``.
+            batches: The fixed minibatches.
+            step: The optimizer step of the weights (offsets the seed).
+            num_samples: ``n`` of ``n_beta = n / ln n`` (None where the rule does not need it).
+            restrictions: The components to estimate (default: :meth:`components`).
+            cuda_graph: Replay each SGLD step from a CUDA graph (the model is on a GPU).
+            **overrides: Settings of :func:`~lit_emergence.llc.estimate_llc_many` that replace
+                this monitor's (e.g. per-entry ``step_size`` of a calibration grid).
+
+        Returns:
+            Component name -> :class:`~lit_emergence.llc.LLCResult`.
+        """
+        if restrictions is None:
+            restrictions = self.components(model)
+        # SGLD needs gradients; the estimator works on its own copies of the weights.
+        with torch.enable_grad(), warnings.catch_warnings():
+            # said once per run by measure(), not at every measurement
+            warnings.filterwarnings("ignore", "LLC localisation-dominated")
+            return estimate_llc_many(
+                model,
+                self.loss_fn,
+                batches,
+                dict(restrictions),
+                inputs_fn=self.inputs_fn,
+                generator=self.seed + step,
+                num_samples=num_samples,
+                cuda_graph=cuda_graph,
+                **{**self.settings, **overrides},
+            )
 
     def measure(
         self, trainer: Trainer, pl_module: LightningModule, probe: ProbeSet, step: int
     ) -> list[dict[str, Any]]:
         """Estimate this rank's share of the components, then gather every rank's rows."""
         model = self.model_fn(pl_module)
-        restrictions = self._restrictions(model)
+        restrictions = self.components(model)
+        if not self.schedule(step):  # an emerging-schedule step: only the emerging heads
+            restrictions = {n: r for n, r in restrictions.items() if n in self._emerging}
         names = list(restrictions)[trainer.global_rank :: trainer.world_size]
         rows: list[dict[str, Any]] = []
         traces: dict[str, Tensor] = {}
         if names:
-            batches = list(probe.batches(self.batch_size))
-            # SGLD needs gradients; the estimator works on its own copies of the weights.
-            with torch.enable_grad(), warnings.catch_warnings():
-                # said once per run below, not at every measurement
-                warnings.filterwarnings("ignore", "LLC localisation-dominated")
-                results = estimate_llc_many(
-                    model,
-                    self.loss_fn,
-                    batches,
-                    {n: restrictions[n] for n in names},
-                    inputs_fn=self.inputs_fn,
-                    generator=self.seed + step,
-                    num_samples=self._num_samples(trainer),
-                    cuda_graph=self.cuda_graph and pl_module.device.type == "cuda",
-                    **self.settings,
-                )
+            results = self.estimate(
+                model,
+                list(probe.batches(self.batch_size)),
+                step,
+                num_samples=self._num_samples(trainer),
+                restrictions={n: restrictions[n] for n in names},
+                cuda_graph=self.cuda_graph and pl_module.device.type == "cuda",
+            )
             for name, result in results.items():
-                rows.append(self._row(name, result))
+                rows.append(self.row(name, result))
                 traces[name] = result.loss_trace
         if trainer.world_size > 1:
             gathered: list[Any] = [None] * trainer.world_size
@@ -258,10 +350,15 @@ class LLCMonitor(MeasurementCallback):
             )
         return rows
 
+    @property
+    def needs_training_set_size(self) -> bool:
+        """Whether ``n_beta`` is ``n / ln n`` with ``n`` to be read from the training set."""
+        rule = self.settings["n_beta"]
+        return self.num_samples is None and rule in (None, "n/ln(n)")
+
     def _num_samples(self, trainer: Trainer) -> int | None:
         """``n`` of ``n/ln(n)``: given, or the training set size (None when not needed)."""
-        rule = self.settings["n_beta"]
-        if self.num_samples is not None or (rule is not None and rule != "n/ln(n)"):
+        if not self.needs_training_set_size:
             return self.num_samples
         size = _training_set_size(trainer)
         if size is None:
@@ -271,7 +368,8 @@ class LLCMonitor(MeasurementCallback):
             )
         return size
 
-    def _row(self, name: str, result: LLCResult) -> dict[str, Any]:
+    def row(self, name: str, result: LLCResult) -> dict[str, Any]:
+        """The ``llc.csv`` row of one component's estimate (without ``step``, ``lr_integral``)."""
         hyper = result.hyperparameters
         return {
             "component": name,
@@ -310,3 +408,22 @@ class LLCMonitor(MeasurementCallback):
             figure = loss_traces(self._traces, title=f"SGLD loss traces, step {step}")
             self.send_images(trainer, "llc/loss_traces", [figure_to_array(figure)], step)
             self._traces = None
+
+
+def _detector(trainer: Trainer) -> Callback | None:
+    """The Trainer's EmergenceDetector, if any."""
+    from lit_emergence.callbacks.emergence import EmergenceDetector
+
+    return next((c for c in trainer.callbacks if isinstance(c, EmergenceDetector)), None)
+
+
+def _emerging_heads(detector: Callback | None) -> list[str]:
+    """LLC components of the heads with an ``onset`` event and no ``true`` event yet."""
+    tracker = getattr(detector, "tracker", None)
+    if tracker is None:
+        return []
+    seen: dict[str, set[tuple[int, int]]] = {"onset": set(), "true": set()}
+    for event in tracker.events:
+        if event.event in seen:
+            seen[event.event].add((event.layer, event.head))
+    return [llc_component(*head) for head in sorted(seen["onset"] - seen["true"])]

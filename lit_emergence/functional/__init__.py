@@ -25,6 +25,12 @@ from lit_emergence.functional.collision import (
 )
 from lit_emergence.functional.geometry import neighbour_mask, pairwise_distances
 from lit_emergence.functional.query_distance import mean_attention_distance, query_correlation
+from lit_emergence.functional.relations import (
+    previous_token_mask,
+    relation_score,
+    same_group_mask,
+    within_radius_mask,
+)
 
 __all__ = [
     "HEAD_CLASSES",
@@ -41,5 +47,9 @@ __all__ = [
     "mean_attention_distance",
     "neighbour_mask",
     "pairwise_distances",
+    "previous_token_mask",
     "query_correlation",
+    "relation_score",
+    "same_group_mask",
+    "within_radius_mask",
 ]

@@ -40,13 +40,26 @@ def check_mask(mask: Tensor | None, shape: tuple[int, ...], label: str, name: st
 
 
 def check_positions(positions: Tensor, name: str) -> tuple[int, int]:
-    """Check that ``positions`` is a floating (B, N, 2) tensor and return ``(B, N)``."""
-    if positions.ndim != 3 or positions.shape[-1] != 2 or not positions.is_floating_point():
+    """Check that ``positions`` is floating (B, N) or (B, N, D) and return ``(B, N)``.
+
+    (B, N) holds 1-D positions (a token's index in its sequence, a time); (B, N, D) points in
+    D dimensions (particle centres: D = 2).
+    """
+    if (
+        positions.ndim not in (2, 3)
+        or positions.shape[-1] == 0
+        or not (positions.is_floating_point())
+    ):
         raise ValueError(
-            f"{name}: positions must be a floating tensor of shape (B, N, 2), got "
-            f"{positions.dtype} {tuple(positions.shape)}"
+            f"{name}: positions must be a floating tensor of shape (B, N) (1-D, e.g. token "
+            f"index) or (B, N, D), got {positions.dtype} {tuple(positions.shape)}"
         )
     return positions.shape[0], positions.shape[1]
+
+
+def as_points(positions: Tensor) -> Tensor:
+    """(B, N, D) points from checked positions: 1-D (B, N) positions become (B, N, 1)."""
+    return positions.unsqueeze(-1) if positions.ndim == 2 else positions
 
 
 def valid_pairs(valid: Tensor | None, batch: int, num: int, device: torch.device) -> Tensor:

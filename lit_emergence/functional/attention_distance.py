@@ -140,7 +140,7 @@ def attention_distance_statistics(
 
     Args:
         attention: (B, L, H, N, N) attention patterns.
-        positions: (B, N, 2) particle centres.
+        positions: (B, N, 2) particle centres, (B, N, D) points or (B, N) 1-D positions.
         valid: Optional (B, N) bool, True for real particles.
         r_grid: Optional (R,) ascending radii (same units as ``positions``) for G(r).
 
@@ -160,7 +160,7 @@ def attention_distance_statistics(
     if check_positions(positions, name) != (B, N):
         raise ValueError(
             f"{name}: positions {tuple(positions.shape)} do not match attention "
-            f"{tuple(attention.shape)}; need (B, N, 2) = {(B, N, 2)}"
+            f"{tuple(attention.shape)}; need (B, N) = {(B, N)} leading dimensions"
         )
     check_mask(valid, (B, N), "valid", name)
     if r_grid is not None:
@@ -262,7 +262,7 @@ def attention_distance_correlation(
 
     Args:
         attention: (B, L, H, N, N) attention patterns.
-        positions: (B, N, 2) particle centres.
+        positions: (B, N, 2) particle centres, (B, N, D) points or (B, N) 1-D positions.
         valid: Optional (B, N) bool, True for real particles.
 
     Returns:
@@ -279,7 +279,7 @@ def connected_correlation(
 
     Args:
         attention: (B, L, H, N, N) attention patterns.
-        positions: (B, N, 2) particle centres.
+        positions: (B, N, 2) particle centres, (B, N, D) points or (B, N) 1-D positions.
         r_grid: (R,) ascending radii in the units of ``positions`` (see :func:`default_r_grid`).
         valid: Optional (B, N) bool, True for real particles.
 

@@ -236,6 +236,10 @@ def height_bands(positions: Tensor, box_height: float, num_bands: int = 4) -> Te
     """
     name = "height_bands"
     check_positions(positions, name)
+    if positions.ndim != 3 or positions.shape[-1] < 2:
+        raise ValueError(
+            f"{name}: positions must be (B, N, 2) centres (y up), got {tuple(positions.shape)}"
+        )
     if not box_height > 0:
         raise ValueError(f"{name}: box_height={box_height} must be > 0")
     if not isinstance(num_bands, int) or num_bands < 1:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lit_emergence.functional._pairs import check_mask, check_positions, valid_pairs
+from lit_emergence.functional._pairs import as_points, check_mask, check_positions, valid_pairs
 
 __all__ = ["neighbour_mask", "pairwise_distances"]
 
@@ -21,7 +21,8 @@ def pairwise_distances(positions: Tensor, valid: Tensor | None = None) -> Tensor
     small distances keep full relative precision.
 
     Args:
-        positions: (B, N, 2) particle centres.
+        positions: (B, N, 2) particle centres; any (B, N, D) points or (B, N) 1-D positions
+            (token index: ``d_ij = |i - j|``) work the same.
         valid: Optional (B, N) bool, True for real particles.
 
     Returns:
@@ -35,7 +36,8 @@ def pairwise_distances(positions: Tensor, valid: Tensor | None = None) -> Tensor
     """
     B, N = check_positions(positions, "pairwise_distances")
     check_mask(valid, (B, N), "valid", "pairwise_distances")
-    differences = positions[:, :, None, :] - positions[:, None, :, :]  # (B, N, N, 2)
+    points = as_points(positions)
+    differences = points[:, :, None, :] - points[:, None, :, :]  # (B, N, N, D)
     distances = torch.linalg.vector_norm(differences, dim=-1)  # (B, N, N)
     if valid is None:
         return distances

@@ -175,7 +175,7 @@ def query_distance_statistics(
 
     Args:
         attention: (B, L, H, N, N) attention patterns.
-        positions: (B, N, 2) particle centres.
+        positions: (B, N, 2) particle centres, (B, N, D) points or (B, N) 1-D positions.
         valid: Optional (B, N) bool, True for real particles.
         observables: Which of :data:`QUERY_OBSERVABLES` to compute.
 
@@ -194,7 +194,7 @@ def query_distance_statistics(
     if check_positions(positions, name) != (B, N):
         raise ValueError(
             f"{name}: positions {tuple(positions.shape)} do not match attention "
-            f"{tuple(attention.shape)}; need (B, N, 2) = {(B, N, 2)}"
+            f"{tuple(attention.shape)}; need (B, N) = {(B, N)} leading dimensions"
         )
     check_mask(valid, (B, N), "valid", name)
     observables = check_observables(observables, name)
@@ -263,7 +263,7 @@ def mean_attention_distance(
 
     Args:
         attention: (B, L, H, N, N) attention patterns.
-        positions: (B, N, 2) particle centres.
+        positions: (B, N, 2) particle centres, (B, N, D) points or (B, N) 1-D positions.
         valid: Optional (B, N) bool, True for real particles.
 
     Returns:
@@ -285,7 +285,7 @@ def query_correlation(
 
     Args:
         attention: (B, L, H, N, N) attention patterns.
-        positions: (B, N, 2) particle centres.
+        positions: (B, N, 2) particle centres, (B, N, D) points or (B, N) 1-D positions.
         valid: Optional (B, N) bool, True for real particles.
         method: ``"pearson"`` or ``"spearman"`` (rank correlation, average ranks for ties).
 

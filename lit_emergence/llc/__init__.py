@@ -10,6 +10,11 @@ Defaults and their rules live in :mod:`lit_emergence.llc.settings`, the diagnost
 verdict thresholds in :mod:`lit_emergence.llc.diagnostics`. The sampler's building blocks
 (``sampler.LangevinKernel``, ``noise.RestrictedNoise``, ``restriction.resolve_restriction``,
 ``prefix.PrefixCache``, ``estimator.default_inputs``) stay importable from their modules.
+
+On a finished run, ``lit-emergence llc`` (:mod:`lit_emergence.llc.offline`) estimates the LLC
+at every scheduled checkpoint and ``lit-emergence llc calibrate``
+(:mod:`lit_emergence.llc.calibrate`) sweeps step size and localisation; both run
+``LLCMonitor``'s code and are imported only by the command line.
 """
 
 from lit_emergence.llc.diagnostics import VERDICTS, VerdictThresholds

@@ -8,7 +8,11 @@ from lit_emergence.metrics.attention_distance import (
     AttentionDistanceCorrelation,
     ConnectedCorrelation,
 )
-from lit_emergence.metrics.collision_score import BandCollisionScore, CollisionScore
+from lit_emergence.metrics.collision_score import (
+    BandCollisionScore,
+    CollisionScore,
+    RelationScore,
+)
 from lit_emergence.metrics.query_distance import QueryDistance
 
 __all__ = [
@@ -17,4 +21,5 @@ __all__ = [
     "CollisionScore",
     "ConnectedCorrelation",
     "QueryDistance",
+    "RelationScore",
 ]

@@ -1,4 +1,4 @@
-"""Collision-detection score of every attention head (overall and per band of query height)."""
+"""Relation and collision-detection scores of every attention head (also per query-height band)."""
 
 from __future__ import annotations
 
@@ -13,25 +13,24 @@ from lit_emergence.functional.collision import (
 )
 from lit_emergence.metrics._shape import check_attention_heads, check_heads
 
-__all__ = ["BandCollisionScore", "CollisionScore"]
+__all__ = ["BandCollisionScore", "CollisionScore", "RelationScore"]
 
 
-class CollisionScore(Metric):
-    """Mean attention mass that each head puts on a query's partners, per [layer, head].
+class RelationScore(Metric):
+    """Mean attention mass that each head puts on a query's related keys, per [layer, head].
 
-    Accumulates the sufficient statistics of
-    :func:`~lit_emergence.functional.collision.collision_score_statistics` (float64 sums, reduced
-    by ``"sum"`` across processes), so splitting a probe set over batches or DDP ranks gives the
-    single-call answer up to float64 round-off. One instance per variant: pass the neighbour
-    mask (``score``), the contact set (``strict``) or the contact set with impact queries
-    (``impact``) to :meth:`update`.
+    The relation is a (B, N, N) bool mask per batch (contact, previous token, within a radius,
+    same object: :mod:`lit_emergence.functional.relations`). Accumulates the sufficient
+    statistics of :func:`~lit_emergence.functional.collision.collision_score_statistics`
+    (float64 sums, reduced by ``"sum"`` across processes), so splitting a probe set over
+    batches or DDP ranks gives the single-call answer up to float64 round-off.
 
     Example::
 
-        metric = CollisionScore(num_layers=2, num_heads=8)
+        metric = RelationScore(num_layers=2, num_heads=8)
         for batch in probe_batches:
-            _, attention = model(batch["features"], return_attention=True)
-            metric.update(attention, neighbour_mask(batch["positions"], batch["radii"]))
+            attention = capture_attention(model, lambda: model(batch["input_ids"]))
+            metric.update(attention, previous_token_mask(*batch["input_ids"].shape))
         scores = metric.compute()  # (2, 8)
 
     Args:
@@ -70,7 +69,7 @@ class CollisionScore(Metric):
 
         Args:
             attention: (B, L, H, N, N) attention patterns.
-            pair_mask: (B, N, N) bool partners of each query.
+            pair_mask: (B, N, N) bool related keys (partners) of each query.
             query_mask: Optional (B, N) bool restricting the queries.
             valid: Optional (B, N) bool, True for real particles.
 
@@ -83,6 +82,28 @@ class CollisionScore(Metric):
     def compute(self) -> Tensor:
         """Return the (L, H) float64 scores; NaN for heads with no counted query."""
         return self.sum_mass / self.count
+
+
+class CollisionScore(RelationScore):
+    """The relation score of contact: mass each head puts on a query's collision partners.
+
+    One instance per variant: pass the neighbour mask (``score``), the contact set
+    (``strict``) or the contact set with impact queries (``impact``) to :meth:`update`.
+
+    Example::
+
+        metric = CollisionScore(num_layers=2, num_heads=8)
+        for batch in probe_batches:
+            _, attention = model(batch["features"], return_attention=True)
+            metric.update(attention, neighbour_mask(batch["positions"], batch["radii"]))
+        scores = metric.compute()  # (2, 8)
+
+    Args:
+        num_layers: Number of layers L of the attention.
+        num_heads: Heads per layer H.
+        kwargs: Passed to :class:`torchmetrics.Metric` (e.g. ``sync_on_compute``).
+
+    """
 
 
 class BandCollisionScore(Metric):

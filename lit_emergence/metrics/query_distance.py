@@ -74,7 +74,7 @@ class QueryDistance(Metric):
 
         Args:
             attention: (B, L, H, N, N) attention patterns.
-            positions: (B, N, 2) particle centres.
+            positions: (B, N, 2) particle centres, (B, N, D) points or (B, N) 1-D positions.
             valid: Optional (B, N) bool, True for real particles.
 
         """

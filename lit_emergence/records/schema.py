@@ -135,6 +135,15 @@ COLLISION = HistorySpec(
     columns=(*_HEAD_KEYS, *COLLISION_VARIANTS, "head_class"),
     required=(*_HEAD_KEYS, "score", "head_class"),
 )
+#: The relation history's columns are these, then one column per relation the monitor measures
+#: (named by the user: ``previous_token``, ``same_object``, ...), each a relation score.
+RELATION = HistorySpec(
+    name="relation",
+    file="relation_scores.csv",
+    writer="RelationScoreMonitor",
+    columns=_HEAD_KEYS,
+    required=_HEAD_KEYS,
+)
 #: Distance observables that are not functions of the collision score (``g_contact`` is an
 #: affine function of it on a fixed probe set): attention-weighted mean distance, per-query
 #: Pearson and Spearman correlations, correlation length of G(r). Lengths in contact distances.
@@ -212,7 +221,7 @@ EVENTS = HistorySpec(
 MEASURED: dict[str, HistorySpec] = {spec.name: spec for spec in (COLLISION, DISTANCE, LLC)}
 #: Every file of ``emergence/``, by short name.
 HISTORIES: dict[str, HistorySpec] = {
-    spec.name: spec for spec in (COLLISION, DISTANCE, LLC, GAUGE, EVENTS)
+    spec.name: spec for spec in (COLLISION, RELATION, DISTANCE, LLC, GAUGE, EVENTS)
 }
 
 
@@ -242,7 +251,9 @@ class Observable:
 #: Every per-head observable, by name.
 OBSERVABLES: tuple[Observable, ...] = (
     Observable("score", "collision", "score", "growth", 1.0, "collision-detection score"),
-    Observable("g_contact", "distance", "g_contact", "decay", 1.0, "G(contact)"),
+    Observable(
+        "g_contact", "distance", "g_contact", "decay", 1.0, "G(contact) (affine in the score)"
+    ),
     Observable("pearson", "distance", "pearson", "decay", -1.0, "Pearson r(attention, distance)"),
     Observable(
         "mean_distance",
@@ -310,3 +321,9 @@ def gauge_columns(scalar_observables: tuple[str, ...], head_dim: int) -> tuple[s
         *(f"qk_sv{i}" for i in range(head_dim)),
         *(f"ov_sv{i}" for i in range(head_dim)),
     )
+
+
+#: The closing summary of a ``fit`` (``RunSummary``): readable, and the same as data.
+SUMMARY_FILE = "summary.md"
+#: The closing summary as JSON (what ``lit-emergence seeds`` tabulates over seeds).
+SUMMARY_JSON = "summary.json"

@@ -9,18 +9,30 @@ that cannot be made becomes a :class:`Problem` in the report.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
+from lit_emergence.detection import WARNING_EVENTS
 from lit_emergence.dynamics import TimeAxis
+from lit_emergence.plotting import AttentionPanel
 from lit_emergence.records.errors import NotARunError, Problem, Unavailable
-from lit_emergence.records.run import Run, load_run
-from lit_emergence.records.schema import OBSERVABLE_BY_NAME, WHOLE_MODEL, head_label, llc_component
+from lit_emergence.records.run import History, Run, load_run
+from lit_emergence.records.schema import (
+    CHECKPOINT_DIR,
+    LAST_CHECKPOINT,
+    OBSERVABLE_BY_NAME,
+    SCHEDULED_CHECKPOINT_GLOB,
+    WHOLE_MODEL,
+    Observable,
+    llc_component,
+)
 from lit_emergence.report import figures
 from lit_emergence.report.alignment import (
     ALIGNMENT_ITEM,
@@ -31,9 +43,9 @@ from lit_emergence.report.alignment import (
     write_alignment,
 )
 from lit_emergence.report.attention import attention_snapshot
-from lit_emergence.report.checkpoint import CheckpointCache
+from lit_emergence.report.checkpoint import CheckpointCache, scheduled_checkpoints
 from lit_emergence.report.document import write_document
-from lit_emergence.report.events import EVENT_TABLE_COLUMNS, RunEvents, run_events
+from lit_emergence.report.events import EVENT_TABLE_COLUMNS, Phase, RunEvents, run_events
 from lit_emergence.report.fits import EXPONENT_COLUMNS, HeadFit, fit_head
 from lit_emergence.report.heads import (
     HeadSummary,
@@ -42,10 +54,17 @@ from lit_emergence.report.heads import (
     example_heads,
     summarize_heads,
 )
-from lit_emergence.report.tables import HEAD_COLUMNS, head_records, write_tables
+from lit_emergence.report.probe import ProbeSamples, load_probe, pick_samples, uniform_score
+from lit_emergence.report.tables import HEAD_COLUMNS, head_records, strongest_first, write_tables
 
-#: Observables fitted by default (``pearson`` can be added; see :mod:`.fits`).
-DEFAULT_OBSERVABLES: tuple[str, ...] = ("score", "g_contact")
+#: The attention-distance correlation the report uses: the per-query Spearman correlation of
+#: attention with distance, averaged over queries (chosen in ``docs/metrics.md``: not a function
+#: of the score, unlike ``g_contact``).
+DISTANCE_OBSERVABLE = "query_spearman"
+#: Observables fitted by default (any of ``OBSERVABLES`` can be; see :mod:`.fits`).
+DEFAULT_OBSERVABLES: tuple[str, ...] = ("score", DISTANCE_OBSERVABLE)
+# A head whose score has any of these events has left its initial level.
+_MOVED_EVENTS = frozenset((*WARNING_EVENTS, "true"))
 
 #: Title of the alignment figure (it follows Figure 5 in the report).
 ALIGNMENT_FIGURE = "Aligned heads — final collision score across runs"
@@ -67,6 +86,7 @@ class ReportResult:
         skipped: Paths that were not usable runs, with the reason.
         alignment: The heads of several runs lined up with the first run's, or ``None``
             (one run, ``checkpoint=False``, or fewer than two alignable runs).
+        captions: Figure title -> its caption (Figures 1 to 3).
     """
 
     out_dir: Path
@@ -78,6 +98,7 @@ class ReportResult:
     problems: list[Problem] = field(default_factory=list)
     skipped: list[Problem] = field(default_factory=list)
     alignment: Alignment | None = None
+    captions: dict[str, str] = field(default_factory=dict)
 
 
 def _safe_name(name: str) -> str:
@@ -123,33 +144,41 @@ def _never_developed(run: Run, summaries: list[HeadSummary]) -> Problem | None:
     )
 
 
+@dataclass(frozen=True)
+class _Settings:
+    """The report's settings every run is reported with."""
+
+    out_dir: Path
+    time_axis: TimeAxis
+    observables: tuple[Observable, ...]
+    n_bootstrap: int
+    quiet: bool | None
+    checkpoint: bool
+    rebuild_probe: bool
+    warn: Callable[[str], None]
+
+    @property
+    def distance_observable(self) -> Observable:
+        """The attention-distance observable of Figure 1 (the first one fitted, by default)."""
+        fitted = [o for o in self.observables if o.history == "distance"]
+        return fitted[0] if fitted else OBSERVABLE_BY_NAME[DISTANCE_OBSERVABLE]
+
+
 class _RunReporter:
     """Everything the report makes from one run (figures 1 and 3, LLC curves, fits)."""
 
-    def __init__(
-        self,
-        run: Run,
-        out_dir: Path,
-        time_axis: TimeAxis,
-        observables: Sequence[str],
-        n_bootstrap: int,
-        quiet: bool | None,
-        checkpoints: CheckpointCache,
-        rebuild_probe: bool,
-        warn: Callable[[str], None],
-    ) -> None:
+    def __init__(self, run: Run, settings: _Settings, checkpoints: CheckpointCache) -> None:
         self.run = run
-        self.out_dir = out_dir
-        self.time_axis = time_axis
-        self.observables = [OBSERVABLE_BY_NAME[name] for name in observables]
-        self.n_bootstrap = n_bootstrap
-        self.quiet = quiet
+        self.settings = settings
         self.checkpoints = checkpoints
-        self.rebuild_probe = rebuild_probe
-        self.warn = warn
         self.problems: list[Problem] = list(run.problems)
         self.figures: list[tuple[str, Path]] = []
-        self.summaries = summarize_heads(run)
+        self.captions: dict[str, str] = {}
+        self._probe: ProbeSamples | Unavailable | None = None
+        self.uniform = math.nan
+        with contextlib.suppress(Unavailable):
+            self.uniform = uniform_score(run, self.probe().tensors)
+        self.summaries = summarize_heads(run, self.uniform)
         self.fits: dict[tuple[int, int, str], HeadFit] = {}
         self.events: RunEvents | None = None
         try:
@@ -161,35 +190,66 @@ class _RunReporter:
         """Record that ``item`` could not be computed, and why."""
         self.problems.append(Problem(self.run.name, item, str(reason)))
 
+    def probe(self) -> ProbeSamples:
+        """The run's probe samples, loaded on first request (a failure is remembered).
+
+        Raises:
+            Unavailable: Without a probe set (see :func:`lit_emergence.report.probe.load_probe`).
+        """
+        if self._probe is None:
+            try:
+                tensors, source = load_probe(
+                    self.run, self.settings.rebuild_probe, self.settings.warn
+                )
+                self._probe = pick_samples(tensors, source)
+            except Unavailable as reason:
+                self._probe = reason
+        if isinstance(self._probe, Unavailable):
+            raise Unavailable(str(self._probe))
+        return self._probe
+
     def save(self, title: str, file_name: str, draw: Callable[[], Any]) -> None:
-        """Draw a figure and save it, or record why it could not be drawn."""
+        """Draw a figure (optionally captioned) and save it, or record why it was not drawn."""
         try:
-            figure = draw()
+            drawn = draw()
         except Unavailable as reason:
             self.note(title, reason)
             return
-        path = self.out_dir / file_name
-        figures.save(figure, str(path))
+        if isinstance(drawn, figures.Captioned):
+            self.captions[title] = drawn.caption
+            drawn = drawn.figure
+        path = self.settings.out_dir / file_name
+        figures.save(drawn, str(path))
         self.figures.append((title, path))
+
+    def score_moved(self, layer: int, head: int) -> bool | None:
+        """Whether the head's score left its initial level (an event says so), None if unknown."""
+        if self.events is None:
+            return None
+        names = {name for _, name in self.events.for_head(layer, head, self.settings.time_axis)}
+        return bool(names & _MOVED_EVENTS)
 
     def fit_all(self, with_checkpoint: bool) -> None:
         """Fit every head's observables (and load the checkpoint) under one progress bar."""
-        heads = [(s.layer, s.head, s.head_class) for s in self.summaries]
-        total = len(heads) * len(self.observables) + int(with_checkpoint)
+        settings = self.settings
+        total = len(self.summaries) * len(settings.observables) + int(with_checkpoint)
         with tqdm(
-            total=total, desc=f"{self.run.name}", unit="fit", leave=False, disable=self.quiet
+            total=total, desc=f"{self.run.name}", unit="fit", leave=False, disable=settings.quiet
         ) as bar:
-            for layer, head, head_class in heads:
-                for observable in self.observables:
-                    bar.set_postfix_str(f"{head_label(layer, head)} {observable.name}")
+            for summary in self.summaries:
+                layer, head = summary.layer, summary.head
+                moved = self.score_moved(layer, head)
+                for observable in settings.observables:
+                    bar.set_postfix_str(f"{summary.label} {observable.name}")
                     self.fits[layer, head, observable.name] = fit_head(
                         self.run,
                         layer,
                         head,
                         observable,
-                        head_class=head_class,
-                        time_axis=self.time_axis,
-                        n_bootstrap=self.n_bootstrap,
+                        head_class=summary.head_class,
+                        time_axis=settings.time_axis,
+                        n_bootstrap=settings.n_bootstrap,
+                        score_moved=moved,
                     )
                     bar.update()
             incomplete = sum(1 for fit in self.fits.values() if fit.notes)
@@ -215,25 +275,114 @@ class _RunReporter:
             self.save(
                 f"Figure 1 — {self.run.name}, {summary.label}",
                 f"figure1_{self.run.name}_{summary.label}.png",
-                lambda summary=summary: self._draw_figure1(summary),
+                lambda summary=summary: figures.figure1(self._figure1_data(summary)),
             )
 
-    def _draw_figure1(self, summary: HeadSummary) -> Any:
-        layer, head = summary.layer, summary.head
+    def _figure1_data(self, summary: HeadSummary) -> figures.Figure1Data:
+        layer, head, axis = summary.layer, summary.head, self.settings.time_axis
         histories = self.run.histories
         collision, distance, llc = (histories.get(n) for n in ("collision", "distance", "llc"))
-        return figures.figure1(
-            self.run.name,
-            summary,
-            {name: fit for (fl, fh, name), fit in self.fits.items() if (fl, fh) == (layer, head)},
-            collision.for_head(layer, head) if collision is not None else None,
-            distance.for_head(layer, head) if distance is not None else None,
-            llc.for_component(llc_component(layer, head)) if llc is not None else None,
-            llc.for_component(WHOLE_MODEL) if llc is not None else None,
-            figures.TIME_LABELS[self.time_axis],
-            self.run.thresholds,
-            self.events.for_head(layer, head, self.time_axis) if self.events else (),
+        phases = self.events.phases(layer, head, axis) if self.events is not None else []
+        views, phase_note = self._phase_views(summary, phases)
+        if phase_note and phases:
+            self.note(f"Figure 1 — {summary.label}, panel (f)", phase_note)
+        samples = self._probe if isinstance(self._probe, ProbeSamples) else None
+        return figures.Figure1Data(
+            run_name=self.run.name,
+            summary=summary,
+            fits={
+                name: fit for (fl, fh, name), fit in self.fits.items() if (fl, fh) == (layer, head)
+            },
+            scores=collision.for_head(layer, head) if collision is not None else None,
+            distances=distance.for_head(layer, head) if distance is not None else None,
+            llc_head=llc.for_component(llc_component(layer, head)) if llc is not None else None,
+            llc_model=llc.for_component(WHOLE_MODEL) if llc is not None else None,
+            distance_observable=self.settings.distance_observable,
+            thresholds=self.run.thresholds,
+            events=self.events.for_head(layer, head, axis) if self.events is not None else (),
+            events_source=self.events.source if self.events is not None else "",
+            phases=phases,
+            phase_views=views,
+            phase_note=phase_note,
+            box=self._box(),
+            sample=(
+                f"frame {samples.frames[0]}, {samples.contacts[0]} contacts"
+                if samples is not None
+                else ""
+            ),
         )
+
+    def _box(self) -> tuple[float, float]:
+        simulation = self.run.simulation
+        return simulation.box_width, simulation.box_height
+
+    def _phase_views(
+        self, summary: HeadSummary, phases: Sequence[Phase]
+    ) -> tuple[list[figures.PhaseView], str]:
+        """The head's attention at one checkpoint in each phase, and what is missing, in words.
+
+        The checkpoint of a phase is the run's checkpoint (scheduled ones, ``last.ckpt``)
+        closest, on a log scale, to the middle of the phase.
+        """
+        if not phases:
+            return [], "the detector found no phase by height for this head"
+        if not self.settings.checkpoint:
+            return [], "skipped (--no_checkpoint)"
+        try:
+            samples = self.probe()
+            collision = self.run.history("collision").for_head(summary.layer, summary.head)
+        except Unavailable as reason:
+            return [], str(reason)
+        candidates = dict(scheduled_checkpoints(self.run))
+        with contextlib.suppress(Unavailable):
+            last = self.checkpoints.get(self.run)
+            candidates.setdefault(last.step, last.path)
+        end_of_training = max([collision.last_step(), *candidates])
+        views, missing = [], []
+        for phase in phases:
+            # The last phase lasts to the end of training: last.ckpt is in it.
+            end = phase.end_step if phase.end_step is not None else end_of_training + 1
+            inside = [step for step in candidates if phase.start_step <= step < end]
+            if not inside:
+                missing.append(f"{phase.name} (steps {phase.start_step} to {end - 1})")
+                continue
+            middle = math.sqrt(max(phase.start_step, 1) * max(end - 1, 1))
+            step = min(inside, key=lambda s: abs(math.log(max(s, 1) / middle)))
+            try:
+                snapshot = attention_snapshot(self.run, samples, self.checkpoints, candidates[step])
+            except Unavailable as reason:
+                missing.append(f"{phase.name} ({reason})")
+                continue
+            views.append(
+                figures.PhaseView(
+                    phase=phase,
+                    step=step,
+                    time=self._time_of(collision, step),
+                    panel=AttentionPanel(
+                        positions=snapshot.positions[0],
+                        radii=snapshot.radii[0],
+                        attention=snapshot.attention[0, summary.layer, summary.head],
+                        contacts=snapshot.contacts[0] if snapshot.contacts is not None else None,
+                        title="",
+                    ),
+                )
+            )
+        if not missing:
+            return views, ""
+        return views, (
+            "no checkpoint in the " + "; ".join(missing) + " (the run's checkpoints: "
+            f"{CHECKPOINT_DIR}/{SCHEDULED_CHECKPOINT_GLOB}, saved by ScheduledCheckpoint, and "
+            f"{LAST_CHECKPOINT})"
+        )
+
+    def _time_of(self, history: History, step: int) -> float:
+        """A step on the report's time axis, interpolated between the history's rows."""
+        if self.settings.time_axis == "step":
+            return float(step)
+        steps, times = history.floats("step"), history.floats("lr_integral")
+        keep = np.isfinite(steps) & np.isfinite(times)
+        order = np.argsort(steps[keep])
+        return float(np.interp(step, steps[keep][order], times[keep][order]))
 
     def figure3(self) -> None:
         """Figure 3 from the run's checkpoint."""
@@ -243,13 +392,8 @@ class _RunReporter:
                 self.note("Figure 3", f"no {head_class} head to show")
 
         def draw() -> Any:
-            snapshot = attention_snapshot(
-                self.run, self.checkpoints, rebuild_probe=self.rebuild_probe, warn=self.warn
-            )
-            simulation = self.run.simulation
-            return figures.figure3(
-                self.run.name, snapshot, examples, (simulation.box_width, simulation.box_height)
-            )
+            snapshot = attention_snapshot(self.run, self.probe(), self.checkpoints)
+            return figures.figure3(self.run.name, snapshot, examples, self._box())
 
         self.save(f"Figure 3 — {self.run.name}", f"figure3_{self.run.name}.png", draw)
 
@@ -261,7 +405,7 @@ class _RunReporter:
                 self.run.name,
                 self.run.history("llc"),
                 self.summaries,
-                figures.TIME_LABELS[self.time_axis],
+                figures.TIME_LABELS[self.settings.time_axis],
             )
 
         self.save(f"LLC curves — {self.run.name}", f"llc_curves_{self.run.name}.png", draw)
@@ -279,6 +423,7 @@ def build_report(
     quiet: bool | None = None,
     warn: Callable[[str], None] | None = None,
     rebuild_probe: bool = False,
+    figure2_above_uniform: bool = False,
 ) -> ReportResult:
     """Write the report of one or several runs into ``out_dir``.
 
@@ -288,9 +433,11 @@ def build_report(
         time_axis: ``"gradient_flow"`` (``lr_integral``, the theory's clock) or ``"step"``.
         n_bootstrap: Block-bootstrap replicates per power-law fit (0: Jacobian errors only).
         observables: Which per-head trajectories to fit (names in
-            :data:`lit_emergence.report.fits.OBSERVABLES`).
-        checkpoint: Load each run's checkpoint for Figure 3 and, with several runs, to line
-            up their heads with the first run's (off: skip both).
+            :data:`lit_emergence.records.schema.OBSERVABLES`); the first attention-distance
+            one is Figure 1's panels (b) and (c) (``query_spearman`` if none is fitted).
+        checkpoint: Load each run's checkpoints for Figure 3, Figure 1's attention per phase
+            and, with several runs, to line up their heads with the first run's (off: skip
+            them all).
         figure1_heads: Figure 1 for this many of each run's best heads.
         quiet: ``True`` hides the progress bars, ``False`` shows them, ``None`` shows them on
             a terminal only.
@@ -300,6 +447,8 @@ def build_report(
         rebuild_probe: For a run whose saved probe set is missing, re-simulate its data from
             ``config.yaml`` to draw Figure 3 (off: that run's Figure 3 is not drawn and the
             reason says to pass ``--rebuild_probe``).
+        figure2_above_uniform: Figure 2 shows ``(score - u) / (1 - u)``, ``u`` each run's
+            uniform-attention score on its probe set (``heads.csv`` has both scores either way).
 
     Returns:
         The :class:`ReportResult`.
@@ -313,7 +462,17 @@ def build_report(
     unknown = [name for name in observables if name not in OBSERVABLE_BY_NAME]
     if unknown:
         raise ValueError(f"unknown observables {unknown}; choose from {sorted(OBSERVABLE_BY_NAME)}")
-    warn = warn or (lambda message: None)
+    settings = _Settings(
+        out_dir=Path(out_dir),
+        time_axis=time_axis,
+        observables=tuple(OBSERVABLE_BY_NAME[name] for name in observables),
+        n_bootstrap=n_bootstrap,
+        quiet=quiet,
+        checkpoint=checkpoint,
+        rebuild_probe=rebuild_probe,
+        warn=warn or (lambda message: None),
+    )
+    warn = settings.warn
     runs, skipped = load_runs(run_dirs)
     runs = [run.on(time_axis) for run in runs]  # every history's `t` on the chosen axis
     if not runs:
@@ -328,21 +487,13 @@ def build_report(
     exponent_rows: list[dict[str, Any]] = []
     event_rows: list[dict[str, Any]] = []
     counts: list[tuple[str, dict[str, list[int]]]] = []
-    # One load per checkpoint for Figure 3 and the alignment together.
+    uniform: dict[str, float] = {}
+    # One load per checkpoint for Figures 1 and 3 and the alignment together.
     checkpoints = CheckpointCache()
 
     for run in tqdm(runs, desc="runs", unit="run", disable=quiet):
-        reporter = _RunReporter(
-            run,
-            out,
-            time_axis,
-            observables,
-            n_bootstrap,
-            quiet,
-            checkpoints,
-            rebuild_probe,
-            warn,
-        )
+        reporter = _RunReporter(run, settings, checkpoints)
+        uniform[run.name] = reporter.uniform
         missing_head = _never_developed(run, reporter.summaries)
         if missing_head is not None:
             reporter.problems.append(missing_head)
@@ -352,6 +503,7 @@ def build_report(
         reporter.figure1(figure1_heads)
         reporter.llc_curves()
         result.figures.extend(reporter.figures)
+        result.captions.update(reporter.captions)
         result.problems.extend(reporter.problems)
         for problem in reporter.problems:
             warn(str(problem))
@@ -376,7 +528,9 @@ def build_report(
     already_warned = len(result.problems)
     if not checkpoint:
         result.problems.append(Problem("", "Figure 3", "skipped (--no_checkpoint)"))
-    _cross_run_figures(runs, counts, out, time_axis, result)
+    _cross_run_figures(
+        runs, counts, out, time_axis, result, uniform if figure2_above_uniform else None
+    )
     alignment_section = _align_heads(
         runs, summaries_by_run, checkpoints if checkpoint else None, out, result
     )
@@ -384,6 +538,7 @@ def build_report(
         warn(str(problem))
     result.figures.sort(key=lambda item: _reading_order(item[0]))
     head_rows = head_records(s for summaries in summaries_by_run.values() for s in summaries)
+    exponent_rows = strongest_first(exponent_rows)
     result.tables.update(heads=head_rows, exponents=exponent_rows, events=event_rows)
     result.columns.update(
         heads=list(HEAD_COLUMNS),
@@ -397,6 +552,7 @@ def build_report(
         out,
         runs=run_table,
         figures=result.figures,
+        captions=result.captions,
         head_rows=head_rows,
         exponent_rows=exponent_rows,
         event_rows=event_rows,
@@ -421,8 +577,12 @@ def _cross_run_figures(
     out: Path,
     time_axis: TimeAxis,
     result: ReportResult,
+    uniform: Mapping[str, float] | None,
 ) -> None:
-    """Figures 2 and 5, over every run with collision scores."""
+    """Figures 2 and 5, over every run with collision scores.
+
+    ``uniform`` (run name -> uniform-attention score) puts Figure 2 above the uniform level.
+    """
     histories = [
         (run.name, run.histories["collision"]) for run in runs if "collision" in run.histories
     ]
@@ -430,7 +590,9 @@ def _cross_run_figures(
         (
             "Figure 2 — collision scores of every head over training",
             "figure2_score_histogram.png",
-            lambda: figures.figure2(histories, figures.TIME_LABELS[time_axis], runs[0].thresholds),
+            lambda: figures.figure2(
+                histories, figures.TIME_LABELS[time_axis], runs[0].thresholds, uniform=uniform
+            ),
         ),
         (
             "Figure 5 — true and partial heads per block",
@@ -439,13 +601,26 @@ def _cross_run_figures(
         ),
     ):
         try:
-            figure = draw()
+            drawn = draw()
         except Unavailable as reason:
             result.problems.append(Problem("", title, str(reason)))
             continue
+        if isinstance(drawn, figures.Captioned):
+            result.captions[title] = drawn.caption
+            drawn = drawn.figure
         path = out / file_name
-        figures.save(figure, str(path))
+        figures.save(drawn, str(path))
         result.figures.append((title, path))
+    if uniform is not None:
+        for name, _ in histories:
+            if not math.isfinite(uniform.get(name, math.nan)):
+                result.problems.append(
+                    Problem(
+                        name,
+                        "Figure 2 (above uniform)",
+                        "left out: no uniform-attention score without the run's probe set",
+                    )
+                )
 
 
 def _align_heads(

@@ -2,10 +2,13 @@
 
 Figure 3 (:mod:`.attention`) and the head alignment (:mod:`.alignment`) both need a run's
 model; :class:`CheckpointCache` lets them share one load per checkpoint file and report.
+Figure 1's attention at one step in each phase of a head needs the model at earlier steps:
+the run's scheduled checkpoints (:func:`scheduled_checkpoints`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +18,11 @@ import torch
 
 from lit_emergence.records.errors import Unavailable
 from lit_emergence.records.run import Run
+from lit_emergence.records.schema import (
+    CHECKPOINT_DIR,
+    SCHEDULED_CHECKPOINT_GLOB,
+    scheduled_checkpoint_step,
+)
 
 if TYPE_CHECKING:
     from lit_emergence.module import LearnedSimulator
@@ -93,6 +101,13 @@ def load_checkpoint(run: Run) -> Checkpoint:
     return Checkpoint(path=run.checkpoint, module=module.eval(), step=step)
 
 
+def scheduled_checkpoints(run: Run) -> dict[int, Path]:
+    """The run's scheduled checkpoints (``checkpoints/step-XXXXXXX.ckpt``) by step, ascending."""
+    folder = run.path / CHECKPOINT_DIR
+    found = {scheduled_checkpoint_step(p): p for p in folder.glob(SCHEDULED_CHECKPOINT_GLOB)}
+    return {step: found[step] for step in sorted(s for s in found if s is not None)}
+
+
 class CheckpointCache:
     """Each checkpoint file of a report loaded at most once, failures included.
 
@@ -103,11 +118,13 @@ class CheckpointCache:
     def __init__(self) -> None:
         self._loaded: dict[Path, Checkpoint | Unavailable] = {}
 
-    def get(self, run: Run) -> Checkpoint:
-        """The run's checkpoint, loaded on first request.
+    def get(self, run: Run, path: Path | None = None) -> Checkpoint:
+        """The run's checkpoint (or another of its checkpoints), loaded on first request.
 
         Args:
             run: A loaded run.
+            path: One of the run's checkpoint files (e.g. a scheduled one), default
+                ``run.checkpoint``.
 
         Returns:
             The :class:`Checkpoint`.
@@ -116,6 +133,8 @@ class CheckpointCache:
             Unavailable: Without a checkpoint, or if it cannot be loaded (the same reason on
                 every request).
         """
+        if path is not None:
+            run = dataclasses.replace(run, checkpoint=path)
         if run.checkpoint is None:
             raise Unavailable("no checkpoint in checkpoints/")
         key = run.checkpoint.resolve()

@@ -130,6 +130,13 @@ def build_parser(prog: str = PROGRAM) -> argparse.ArgumentParser:
         "(default: no Figure 3 for that run)",
     )
     parser.add_argument(
+        "--figure2_above_uniform",
+        action="store_true",
+        help="Figure 2 shows the score above the uniform-attention level, "
+        "(score - u) / (1 - u) with u the score of uniform attention on each run's probe set, "
+        "so that uniform attention sits at 0 (heads.csv has both scores either way)",
+    )
+    parser.add_argument(
         "--wandb",
         choices=("disabled", "offline", "online"),
         default="disabled",
@@ -172,6 +179,7 @@ def main(argv: Sequence[str], prog: str = PROGRAM) -> int:
             quiet=True if args.quiet else None,
             warn=_warn,
             rebuild_probe=args.rebuild_probe,
+            figure2_above_uniform=args.figure2_above_uniform,
         )
     except NotARunError as error:
         _error(f"no usable run: {error}")

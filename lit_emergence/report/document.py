@@ -9,7 +9,7 @@ from typing import Any
 from lit_emergence.dynamics import TimeAxis
 from lit_emergence.records.errors import Problem
 from lit_emergence.report.figures import TIME_LABELS
-from lit_emergence.report.fits import AICC_TIE
+from lit_emergence.report.fits import AICC_TIE, MIN_DECAY_FACTOR
 from lit_emergence.report.tables import (
     events_markdown,
     exponents_markdown,
@@ -20,13 +20,25 @@ from lit_emergence.report.tables import (
 
 DEFINITIONS = """\
 * **Time axis**: {time_label}. Measurements at t = 0 are left out of log axes and fits.
+  Figure 1 also shows the optimizer step on its top axis (gradient-flow time only) and starts
+  half a decade before the first measurement at which any of its curves had moved.
 * **Collision-detection score**: mean attention mass a query puts on the discs within
   (1 + tolerance) contact distances; heads are *true* at or above {true:g}, *partial* at or
   above {partial:g}, else *none* (the run's thresholds; final values in the heads table).
+  *Above uniform*: `(score − u) / (1 − u)`, with `u` the score of uniform attention on the
+  run's probe set: 0 for uniform attention, 1 for a perfect collision head.
+* **Attention-distance correlation**: the per-query Spearman correlation of attention with
+  distance, averaged over queries (`query_spearman`), a measurement that is not a function of
+  the score. `G(contact)` (`g_contact`), the connected correlation at contact distance, is an
+  affine function of the score on a fixed probe set: where it is shown it says "(affine in the
+  score)", and its fits are fits of the score.
 * **Fitted observables**: the score's rise as a *growth*, `O(t) − O(t0) = C t^α`; the
-  attention-distance correlation at contact distance, G(contact), approaching its final value
-  as a *decay*, `|O(t) − O∞| = C t^−α`. Only a decay exponent reads as an effective potential
-  `V ~ |x|^a`, `a = 2 + 1/α`, with Łojasiewicz exponent `ρ = (1 + α)/(1 + 2α)`.
+  attention-distance correlation approaching its final value as a *decay*,
+  `|O(t) − O∞| = C t^−α`. Only a decay exponent reads as an effective potential
+  `V ~ |x|^a`, `a = 2 + 1/α`, with Łojasiewicz exponent `ρ = (1 + α)/(1 + 2α)`, and only for a
+  fit that decays (α > 0, `|O − O∞|` shrinking at least {decay:g}-fold over the window).
+  Fits of a head whose score never moved (the detector flagged no onset, power law, partial or
+  true event) describe noise: the exponent table prints no exponent for them, only the mark.
 * **Window**: detected (longest stretch with a stable local exponent) where possible, else a
   stated fallback split at the first point past half of the total change: a growth is fitted
   from the start up to it, a decay from it to the end.
@@ -34,11 +46,15 @@ DEFINITIONS = """\
   ({bootstrap} bootstrap replicates; 0 means Jacobian errors).
 * **Model comparison**: power law, broken power law, exponential and logistic (in log t) by
   AICc on the same window; a power law within {tie:g} AICc units of the best counts as tied.
+* **Phases by height**: the score per band of query height (band 0 at the floor); the
+  detector's `phase` event marks the first phase (the low bands true, the high ones not),
+  `phase_end` its end (value 1: every band true, the second phase).
 """
 
 
-def _image(title: str, path: Path, out_dir: Path) -> str:
-    return f"### {title}\n\n![{title}]({path.relative_to(out_dir).as_posix()})\n"
+def _image(title: str, path: Path, out_dir: Path, caption: str = "") -> str:
+    text = f"### {title}\n\n![{title}]({path.relative_to(out_dir).as_posix()})\n"
+    return f"{text}\n*{caption}*\n" if caption else text
 
 
 def write_document(
@@ -46,6 +62,7 @@ def write_document(
     *,
     runs: Sequence[Mapping[str, Any]],
     figures: Sequence[tuple[str, Path]],
+    captions: Mapping[str, str] | None = None,
     head_rows: Sequence[Mapping[str, Any]],
     exponent_rows: Sequence[Mapping[str, Any]],
     event_rows: Sequence[Mapping[str, Any]],
@@ -62,6 +79,7 @@ def write_document(
         runs: One row per run: ``run``, ``path``, ``last_step``, ``heads``, ``true``,
             ``partial``, ``checkpoint``.
         figures: ``(title, path)`` of every figure written, in reading order.
+        captions: Figure title -> its caption, printed under the figure.
         head_rows: Rows of ``heads.csv``.
         exponent_rows: Rows of ``exponents.csv``.
         event_rows: Rows of ``events.csv``.
@@ -101,10 +119,12 @@ def write_document(
             partial=thresholds[1],
             bootstrap=n_bootstrap,
             tie=AICC_TIE,
+            decay=MIN_DECAY_FACTOR,
         )
     )
     parts.append("## Figures\n")
-    parts.extend(_image(title, path, out_dir) for title, path in figures)
+    captions = captions or {}
+    parts.extend(_image(title, path, out_dir, captions.get(title, "")) for title, path in figures)
     if not figures:
         parts.append("No figure could be drawn (see below).\n")
     parts.append("## Heads at the end of training\n\n(`heads.csv` has full precision.)\n")

@@ -5,10 +5,16 @@ A run trained with :class:`~lit_emergence.callbacks.EmergenceDetector` has
 (and attention-distance) histories with the run's thresholds
 (:func:`lit_emergence.detection.detect_events`, which gives the events a live detector
 would have flagged). The report marks them in Figure 1 and lists them in ``events.csv``.
+
+A head's ``phase`` and ``phase_end`` events delimit its phases by height (:meth:`RunEvents.phases`):
+the first phase, in which it detects collisions only low in the box, from ``phase`` to
+``phase_end`` (or to the end of training), and the second, in which it detects them at every
+height, from a ``phase_end`` whose value is 1 (every band true) on.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +31,27 @@ from lit_emergence.records.run import Run
 
 #: Columns of the report's ``events.csv``.
 EVENT_TABLE_COLUMNS: tuple[str, ...] = ("run", "source", *EVENT_COLUMNS)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a head by height, as its ``phase`` / ``phase_end`` events delimit it.
+
+    Attributes:
+        name: ``"first phase"`` or ``"second phase"``.
+        description: What the head does in it, e.g. ``"true below 0.25 of the box height only"``.
+        start_step: The step it begins at.
+        end_step: The step it ends at (exclusive), ``None`` if it lasts to the end of training.
+        start: Its beginning on the report's time axis.
+        end: Its end on the time axis (``inf`` if it lasts to the end of training).
+    """
+
+    name: str
+    description: str
+    start_step: int
+    end_step: int | None
+    start: float
+    end: float
 
 
 @dataclass(frozen=True)
@@ -51,6 +78,41 @@ class RunEvents:
             for e in self.events
             if (e.layer, e.head) == (layer, head)
         ]
+
+    def phases(self, layer: int, head: int, time_axis: TimeAxis) -> list[Phase]:
+        """The head's phases by height, in order (none without a ``phase`` event)."""
+
+        def time(event: EmergenceEvent) -> float:
+            return float(
+                event.event_lr_integral if time_axis == "gradient_flow" else event.event_step
+            )
+
+        mine = {e.event: e for e in self.events if (e.layer, e.head) == (layer, head)}
+        begin, end = mine.get("phase"), mine.get("phase_end")
+        if begin is None:
+            return []
+        phases = [
+            Phase(
+                "first phase",
+                f"true below {begin.value:.2g} of the box height only",
+                begin.event_step,
+                end.event_step if end is not None else None,
+                time(begin),
+                time(end) if end is not None else math.inf,
+            )
+        ]
+        if end is not None and end.value >= 1.0:
+            phases.append(
+                Phase(
+                    "second phase",
+                    "true at every height",
+                    end.event_step,
+                    None,
+                    time(end),
+                    math.inf,
+                )
+            )
+        return phases
 
     def records(self) -> list[dict[str, Any]]:
         """Rows of the report's ``events.csv``: the run, the source, then the event's columns."""

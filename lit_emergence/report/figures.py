@@ -1,15 +1,19 @@
 """The report's figures, drawn from persisted histories (matplotlib, Agg).
 
-* :func:`figure1` — one head over training: collision score, attention-distance correlation
-  (raw and on log-log axes with the fitted regimes) and the head's LLC (the paper's Figure 1);
-* :func:`figure2` — every head's collision score over training, all runs, as a 2-D histogram;
+* :func:`figure1` — one head over training (the paper's Figure 1): collision score,
+  attention-distance correlation (raw and its approach on log-log axes, with the fitted
+  regimes), the LLC of the head and of the whole model, the score per band of query height, and
+  the head's attention on particles at one step in each of its phases by height;
+* :func:`figure2` — every head's collision score over training, all runs, as a 2-D histogram
+  (optionally above the uniform-attention level);
 * :func:`figure3` — attention drawn on particles for a true, a partial and a non-collision
-  head, in free fall and settled (reuses :func:`lit_emergence.plotting.attention_panels`);
+  head, in free fall and settled (through :func:`lit_emergence.plotting.draw_attention`);
 * :func:`figure5` — true and partial heads per block, per run;
 * :func:`alignment_scores` — final collision scores of the heads lined up across runs by the
   gauge-invariant matching, beside the same runs lined up by head index;
 * :func:`llc_curves` — every head's LLC (and the whole model's) over training.
 
+Figures 1 to 3 come with a caption (:class:`Captioned`), which ``report.md`` prints under them.
 Times are on a log axis, so the measurement at ``t = 0`` (the untrained model, and on the
 gradient-flow axis also step 1, taken before any learning rate was applied) is left out.
 """
@@ -25,301 +29,54 @@ matplotlib.use("Agg")  # written to files, never shown
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.lines import Line2D
 
-from lit_emergence.dynamics import ModelFit
-from lit_emergence.plotting import AttentionPanel, attention_panels
+from lit_emergence.plotting import (
+    CONTACT_COLOUR,
+    AttentionPanel,
+    attention_weight_key,
+    draw_attention,
+)
 from lit_emergence.records.errors import Unavailable
 from lit_emergence.records.run import History
-from lit_emergence.records.schema import HEAD_CLASSES, WHOLE_MODEL, head_label, llc_component
+from lit_emergence.records.schema import (
+    HEAD_CLASSES,
+    WHOLE_MODEL,
+    head_label,
+    llc_component,
+)
 from lit_emergence.report.alignment import Alignment
 from lit_emergence.report.attention import STATES, AttentionSnapshot
-from lit_emergence.report.fits import HeadFit
+from lit_emergence.report.figure1 import Figure1Data, PhaseView, figure1
+from lit_emergence.report.figure_style import (
+    CLASS_COLOURS,
+    CLASS_NAMES,
+    DPI,
+    TIME_LABELS,
+    Captioned,
+    _empty,
+    _frameless,
+    _log_time_axis,
+    _positive,
+)
 from lit_emergence.report.heads import HeadSummary
 from lit_emergence.report.tables import number
 
-TIME_LABELS: dict[str, str] = {
-    "gradient_flow": "gradient-flow time  t = Σ lr  (cumulative learning rate)",
-    "step": "optimizer step",
-}
-CLASS_COLOURS: dict[str, str] = {"true": "tab:red", "partial": "tab:orange", "none": "0.65"}
-_FIT_STYLES = {"power_law": ("tab:blue", "--"), "broken_power_law": ("tab:green", "-.")}
-
-
-def _positive(t: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Points drawable on a log time axis: t > 0 and finite everywhere."""
-    keep = np.isfinite(t) & (t > 0)
-    for value in values:
-        keep &= np.isfinite(value)
-    order = np.argsort(t[keep], kind="stable")
-    return (t[keep][order], *(value[keep][order] for value in values))
-
-
-def _fit_label(fit: ModelFit) -> str:
-    if fit.model == "power_law":
-        return f"power law α = {fit.params['alpha']:.3g} ± {fit.error('alpha'):.2g}"
-    alpha1, alpha2 = fit.params["alpha1"], fit.params["alpha2"]
-    return (
-        f"broken power law α₁ = {alpha1:.3g}, α₂ = {alpha2:.3g}, "
-        f"t_break = {fit.params['t_break']:.3g}"
-    )
-
-
-def _fitted_models(head_fit: HeadFit | None) -> list[ModelFit]:
-    if head_fit is None:
-        return []
-    return [fit for fit in (head_fit.power_law, head_fit.broken) if fit is not None]
-
-
-def _draw_fits(ax: Axes, head_fit: HeadFit | None, reference: float | None = None) -> None:
-    """Draw the fitted curves over their window (as ``|O - reference|`` if given) and shade it.
-
-    The power law and the broken power law are always drawn; the AICc-preferred model too when
-    it is neither (e.g. a logistic jump), so the reader sees what the comparison preferred.
-    """
-    if head_fit is None or head_fit.window is None:
-        return
-    lo, hi = head_fit.window
-    ax.axvspan(lo, hi, color="tab:blue", alpha=0.06, linewidth=0)
-    grid = np.geomspace(lo, hi, 200)
-    models = _fitted_models(head_fit)
-    comparison = head_fit.comparison
-    if comparison is not None and comparison.preferred not in _FIT_STYLES:
-        models.append(comparison.fits[comparison.preferred])
-    for fit in models:
-        colour, style = _FIT_STYLES.get(fit.model, ("0.3", ":"))
-        curve = fit.predict(grid)
-        if reference is not None:
-            curve = np.abs(curve - reference)
-        label = _fit_label(fit) if fit.model in _FIT_STYLES else f"{fit.model} (AICc-preferred)"
-        ax.plot(grid, curve, color=colour, linestyle=style, linewidth=1.6, label=label)
-        if fit.model == "broken_power_law":
-            ax.axvline(fit.params["t_break"], color=colour, linewidth=0.8, linestyle=":")
-
-
-def _comparison_note(head_fit: HeadFit | None) -> str | None:
-    """Two short lines on the model comparison and the window (a legend title)."""
-    if head_fit is None:
-        return None
-    if head_fit.comparison is None:
-        return "not fitted: " + "; ".join(head_fit.notes)[:80] if head_fit.notes else None
-    delta = head_fit.delta_aicc_power_law
-    text = f"AICc prefers {head_fit.comparison.preferred.replace('_', ' ')}"
-    if math.isfinite(delta) and delta > 0:
-        text += f" (power law +{delta:.1f})"
-    return f"{text}\nwindow: {head_fit.window_source}"
-
-
-def _legend(ax: Axes, loc: str, head_fit: HeadFit | None = None) -> None:
-    legend = ax.legend(fontsize=7, loc=loc, title=_comparison_note(head_fit))
-    legend.get_title().set_fontsize(7)
-
-
-def _empty(ax: Axes, text: str) -> None:
-    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.4")
-
-
-def _log_time_axis(ax: Axes) -> None:
-    """Log scale without minor tick labels (matplotlib crowds them on short ranges)."""
-    ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.grid(alpha=0.25, which="both", linewidth=0.5)
-
-
-def _events(ax: Axes, events: Sequence[tuple[float, str]], labelled: bool = False) -> None:
-    """Mark emergence events as vertical lines (named along the top of the labelled panel).
-
-    Events at the same time share one line and one label (e.g. ``power law + partial``).
-    """
-    names_at: dict[float, list[str]] = {}
-    for time, name in events:
-        if time > 0:
-            names_at.setdefault(time, []).append(name.replace("_", " "))
-    for time, names in names_at.items():
-        ax.axvline(time, color="tab:purple", linewidth=0.9, alpha=0.6)
-        if labelled:
-            ax.text(
-                time,
-                0.99,
-                " + ".join(names) + " ",
-                transform=ax.get_xaxis_transform(),
-                rotation=90,
-                fontsize=6,
-                color="tab:purple",
-                va="top",
-                ha="right",
-                zorder=6,  # above the legend
-            )
-
-
-def _score_panel(
-    ax: Axes,
-    scores: History | None,
-    head_fit: HeadFit | None,
-    thresholds: tuple[float, float],
-) -> None:
-    if scores is None or not len(scores):
-        _empty(ax, "no collision history")
-        return
-    t = scores.t
-    for column, label in (
-        ("score", "score (radius-based)"),
-        ("strict", "strict (contacts)"),
-        ("impact", "impact queries"),
-    ):
-        tt, value = _positive(t, scores.floats(column))
-        main = column == "score"
-        if tt.size:
-            ax.plot(
-                tt,
-                value,
-                "-o" if main else "-",
-                markersize=3,
-                linewidth=1.4 if main else 0.8,
-                alpha=1.0 if main else 0.6,
-                label=label,
-            )
-    _draw_fits(ax, head_fit)
-    for level, name in zip(thresholds, ("true", "partial"), strict=True):
-        ax.axhline(level, color=CLASS_COLOURS[name], linewidth=0.8, linestyle=":")
-    _legend(ax, "upper left", head_fit)
-
-
-def _distance_panels(
-    ax_raw: Axes,
-    ax_loglog: Axes,
-    distances: History | None,
-    head_fit: HeadFit | None,
-) -> None:
-    if distances is None or not len(distances):
-        _empty(ax_raw, "no attention-distance history")
-        _empty(ax_loglog, "no attention-distance history")
-        return
-    tt, g = _positive(distances.t, distances.floats("g_contact"))
-    if not tt.size:
-        _empty(ax_raw, "no G(contact) at t > 0")
-        return
-    ax_raw.plot(tt, g, "-o", markersize=3, color="black", linewidth=1.2, label="G(contact)")
-    _draw_fits(ax_raw, head_fit)
-    _legend(ax_raw, "upper left", head_fit)
-    # Every curve is drawn as |O - G_inf| with one G_inf (the power law's asymptote), so the
-    # curves are the models' predictions of O transformed exactly like the data.
-    reference_fit = next(iter(_fitted_models(head_fit)), None)
-    reference = reference_fit.offset if reference_fit is not None else float(g[-1])
-    distance_to_limit = np.abs(g - reference)
-    drawable = distance_to_limit > 0
-    ax_loglog.loglog(
-        tt[drawable],
-        distance_to_limit[drawable],
-        "o",
-        markersize=4,
-        color="black",
-        label=f"|G − G∞|, G∞ = {reference:.3g}"
-        + (" (power-law fit)" if reference_fit is not None else " (last value)"),
-    )
-    _draw_fits(ax_loglog, head_fit, reference=reference)
-    _legend(ax_loglog, "lower left")
-
-
-def _llc_panel(
-    ax: Axes,
-    label: str,
-    llc_head: History | None,
-    llc_model: History | None,
-) -> None:
-    drawn = False
-    if llc_head is not None and len(llc_head):
-        tt, mean, std = _positive(
-            llc_head.t, llc_head.floats("llc_mean"), llc_head.floats("llc_std")
-        )
-        if tt.size:
-            ax.errorbar(
-                tt, mean, yerr=std, fmt="-o", markersize=4, capsize=2, color="tab:red", label=label
-            )
-            drawn = True
-    ax.set_ylabel(f"LLC of {label} (weight-refined)")
-    if llc_model is not None and len(llc_model):
-        tt, mean = _positive(llc_model.t, llc_model.floats("llc_mean"))
-        if tt.size:
-            # The whole model's LLC is an order of magnitude larger: its own axis.
-            twin = ax.twinx()
-            twin.plot(tt, mean, "--s", markersize=3, color="0.45", linewidth=1.0)
-            twin.set_ylabel("LLC of the whole model (grey, dashed)", color="0.4")
-            drawn = True
-    if drawn:
-        ax.legend(fontsize=7, loc="upper left")
-    else:
-        _empty(ax, "no LLC history")
-
-
-def figure1(
-    run_name: str,
-    summary: HeadSummary,
-    fits: Mapping[str, HeadFit],
-    scores: History | None,
-    distances: History | None,
-    llc_head: History | None,
-    llc_model: History | None,
-    time_label: str,
-    thresholds: tuple[float, float],
-    events: Sequence[tuple[float, str]] = (),
-) -> Figure:
-    """The paper's Figure 1 for one head.
-
-    Args:
-        run_name: Run name (title).
-        summary: The head's final values.
-        fits: Fits of this head by observable name (``"score"``, ``"g_contact"``).
-        scores: The head's rows of the collision history.
-        distances: The head's rows of the attention-distance history.
-        llc_head: The head's rows of the LLC history.
-        llc_model: The whole model's rows of the LLC history.
-        time_label: Label of the time axis (the histories' ``t`` is on it).
-        thresholds: ``(true, partial)`` score thresholds, drawn as lines.
-        events: ``(time, label)`` markers (emergence detections), drawn as vertical lines.
-
-    Returns:
-        The figure: (a) collision scores, (b) G(contact), (c) its approach to the asymptote
-        on log-log axes, (d) the head's and the whole model's LLC; fits over shaded windows.
-
-    Raises:
-        Unavailable: If neither the collision nor the distance history has the head.
-    """
-    if (scores is None or not len(scores)) and (distances is None or not len(distances)):
-        raise Unavailable(f"no collision or distance history for {summary.label}")
-    fig, axes = plt.subplots(4, 1, figsize=(7.5, 12.0), dpi=110, sharex=True)
-    ax_score, ax_raw, ax_loglog, ax_llc = axes
-    _score_panel(ax_score, scores, fits.get("score"), thresholds)
-    ax_score.set_ylabel("collision-detection score")
-    ax_score.set_ylim(0.0, 1.02)
-    ax_score.set_title(
-        "(a) collision detection emerges: growth fit over the shaded window", fontsize=9
-    )
-    _distance_panels(ax_raw, ax_loglog, distances, fits.get("g_contact"))
-    ax_raw.set_ylabel("G(contact)")
-    ax_raw.set_title(
-        "(b) attention-distance correlation at contact distance, G(contact)", fontsize=9
-    )
-    ax_loglog.set_ylabel("|G(contact) − G∞|")
-    ax_loglog.set_title(
-        "(c) its approach to the asymptote on log-log axes, fitted regimes", fontsize=9
-    )
-    _llc_panel(ax_llc, summary.label, llc_head, llc_model)
-    ax_llc.set_title("(d) local learning coefficient", fontsize=9)
-    for ax in axes:
-        _log_time_axis(ax)
-        _events(ax, events, labelled=ax is ax_score)
-    ax_llc.set_xlabel(time_label)
-    fig.suptitle(
-        f"{run_name}: head {summary.label} ({summary.head_class or 'unclassified'}, "
-        f"final score {summary.score:.2f})",
-        fontsize=11,
-    )
-    fig.tight_layout()
-    return fig
+__all__ = [
+    "TIME_LABELS",
+    "Captioned",
+    "Figure1Data",
+    "PhaseView",
+    "alignment_scores",
+    "figure1",
+    "figure2",
+    "figure3",
+    "figure5",
+    "llc_curves",
+    "save",
+]
 
 
 def _log_edges(times: np.ndarray) -> np.ndarray:
@@ -338,38 +95,55 @@ def figure2(
     time_label: str,
     thresholds: tuple[float, float] | None = None,
     score_bins: int = 50,
-) -> Figure:
+    uniform: Mapping[str, float] | None = None,
+) -> Captioned:
     """Every head's collision score over training, all runs, as a 2-D histogram.
 
     One column per measurement time (runs sharing a schedule share columns), ``score_bins``
-    rows over [0, 1]; the colour counts head-measurements on a log scale, so that the small
-    clusters of partial heads stay visible beside the dense ones.
+    rows per unit of score; the colour counts head-measurements on a log scale, so that the
+    small clusters of partial heads stay visible beside the dense ones.
 
     Args:
         histories: ``(run name, collision history)`` of every run.
         time_label: Label of the time axis (the histories' ``t`` is on it).
         thresholds: ``(true, partial)`` thresholds, drawn as dotted lines.
-        score_bins: Bins of the score axis.
+        score_bins: Bins per unit of score.
+        uniform: Run name -> the score of uniform attention on its probe set: given, the
+            figure shows ``(score - uniform) / (1 - uniform)`` (uniform attention at 0, a
+            perfect collision head at 1); runs without a finite value are left out.
 
     Returns:
-        The figure.
+        The figure and its caption.
 
     Raises:
-        Unavailable: Without any score at t > 0.
+        Unavailable: Without any score at t > 0 (or, with ``uniform``, without a run that has
+            its uniform score).
     """
-    times, scores = [], []
-    for _, history in histories:
+    times, scores, used = [], [], []
+    for name, history in histories:
         t, score = _positive(history.t, history.floats("score"))
+        if uniform is not None:
+            zero = uniform.get(name, math.nan)
+            if not math.isfinite(zero) or zero >= 1.0:
+                continue
+            score = (score - zero) / (1.0 - zero)
         times.append(t)
         scores.append(score)
+        used.append((name, history))
     t = np.concatenate(times) if times else np.empty(0)
     score = np.concatenate(scores) if scores else np.empty(0)
     if t.size == 0:
-        raise Unavailable("no collision scores at t > 0")
+        raise Unavailable(
+            "no run with a uniform-attention score (it needs the run's probe set)"
+            if uniform is not None and histories
+            else "no collision scores at t > 0"
+        )
+    low = min(0.0, math.floor(float(np.min(score)) * 10.0) / 10.0)
+    score_edges = np.linspace(low, 1.0, round((1.0 - low) * score_bins) + 1)
     counts, x_edges, y_edges = np.histogram2d(
-        t, np.clip(score, 0.0, 1.0), bins=[_log_edges(t), np.linspace(0.0, 1.0, score_bins + 1)]
+        t, np.clip(score, low, 1.0), bins=[_log_edges(t), score_edges]
     )
-    fig, ax = plt.subplots(figsize=(8.0, 4.6), dpi=110)
+    fig, ax = plt.subplots(figsize=(8.0, 4.6), dpi=DPI)
     mesh = ax.pcolormesh(
         x_edges,
         y_edges,
@@ -378,27 +152,53 @@ def figure2(
         norm=LogNorm(vmin=1, vmax=max(2.0, counts.max())),
         shading="flat",
     )
-    fig.colorbar(mesh, ax=ax, label="heads in the bin")
+    fig.colorbar(mesh, ax=ax, label="head-measurements in the bin")
+    # Thresholds are on the raw score; above uniform, they are placed with the first run's u.
+    zero = uniform[used[0][0]] if uniform is not None else 0.0
     for level, name in zip(thresholds or (), ("true", "partial"), strict=False):
-        ax.axhline(level, color=CLASS_COLOURS[name], linewidth=0.9, linestyle=":")
-        ax.text(x_edges[0], level, f" {name}", color=CLASS_COLOURS[name], fontsize=7, va="bottom")
+        colour = CLASS_COLOURS[name]
+        shown = (level - zero) / (1.0 - zero)
+        text = f" {name} ({level:g} raw)" if uniform is not None else f" {name}"
+        ax.axhline(shown, color=colour, linewidth=0.9, linestyle=":")
+        ax.text(x_edges[0], shown, text, color=colour, fontsize=7, va="bottom")
+    if uniform is not None:
+        ax.axhline(0.0, color="white", linewidth=0.8, linestyle="--")
+        ax.text(x_edges[0], 0.0, " uniform attention", color="0.3", fontsize=7, va="bottom")
     _log_time_axis(ax)
     ax.grid(False, which="both")  # the bins are the grid
-    ax.set_ylim(0.0, 1.0)
+    ax.set_ylim(low, 1.0)
     ax.set_xlabel(time_label)
-    ax.set_ylabel("collision-detection score")
-    heads = sum(
-        len(set(zip(h.columns["layer"], h.columns["head"], strict=True))) for _, h in histories
+    ax.set_ylabel(
+        "score above uniform: (score − u) / (1 − u)"
+        if uniform is not None
+        else "collision-detection score"
     )
-    names = ", ".join(name for name, _ in histories)
+    heads = sum(len(set(zip(h.columns["layer"], h.columns["head"], strict=True))) for _, h in used)
+    names = ", ".join(name for name, _ in used)
     if len(names) > 60:
-        names = f"{len(histories)} runs"
+        names = f"{len(used)} runs"
     ax.set_title(
         f"Collision-detection score of every head over training ({heads} heads; {names})",
         fontsize=9,
     )
     fig.tight_layout()
-    return fig
+    caption = (
+        f"Collision-detection score of every head of {names} ({heads} heads) at every "
+        "measurement, as a 2-D histogram: one column per measurement time, colour = number of "
+        "head-measurements in the bin (log scale); dotted: the true and partial thresholds."
+    )
+    if uniform is not None:
+        values = ", ".join(f"{uniform[name]:.3g}" for name, _ in used)
+        caption += (
+            " The score is shown above the uniform-attention level, (score − u) / (1 − u), "
+            f"with u the score of uniform attention on each run's probe set ({values}): "
+            "uniform attention sits at 0 (dashed), a perfect collision head at 1; the "
+            f"thresholds are placed with the u of {used[0][0]}."
+        )
+        left_out = [name for name, _ in histories if name not in dict(used)]
+        if left_out:
+            caption += f" Left out for want of a probe set: {', '.join(left_out)}."
+    return Captioned(fig, caption)
 
 
 def figure3(
@@ -406,8 +206,12 @@ def figure3(
     snapshot: AttentionSnapshot,
     examples: Mapping[str, HeadSummary | None],
     box: tuple[float, float],
-) -> Figure:
+) -> Captioned:
     """Attention on particles for a true, a partial and a non-collision head (Figure 3).
+
+    One column per example head (strongest first), the free-fall sample on top, the settled
+    pile below (the box shown up to just above the pile); the contacts are drawn over the
+    attention lines, and a colour bar reads a line's opacity as its weight.
 
     Args:
         run_name: Run name (title).
@@ -416,43 +220,91 @@ def figure3(
         box: (width, height) of the simulation box.
 
     Returns:
-        The figure: one row per available example, free fall left, settled right.
+        The figure and its caption.
 
     Raises:
         Unavailable: If no example head exists.
     """
-    panels = []
     layers, heads = snapshot.attention.shape[1:3]
-    for head_class in reversed(HEAD_CLASSES):  # strongest first
-        summary = examples.get(head_class)
-        if summary is None:
-            continue
+    chosen = [
+        (head_class, summary)
+        for head_class in reversed(HEAD_CLASSES)  # strongest first
+        if (summary := examples.get(head_class)) is not None
+    ]
+    for _, summary in chosen:
         if summary.layer >= layers or summary.head >= heads:
             raise Unavailable(
                 f"the histories name {summary.label}, but the checkpoint's model has {layers} "
                 f"blocks of {heads} heads: they are not from the same model"
             )
-        for sample, state in enumerate(STATES):
-            panels.append(
-                AttentionPanel(
-                    positions=snapshot.positions[sample],
-                    radii=snapshot.radii[sample],
-                    attention=snapshot.attention[sample, summary.layer, summary.head],
-                    contacts=snapshot.contacts[sample] if snapshot.contacts is not None else None,
-                    title=f"{summary.label}: {head_class} (score {summary.score:.2f})\n"
-                    f"{state} (frame {int(snapshot.frames[sample])})",
-                )
-            )
-    if not panels:
+    if not chosen:
         raise Unavailable("no head with a final collision score")
-    figure = attention_panels(panels, box, columns=2)
-    figure.suptitle(
-        f"{run_name}, step {snapshot.step}\nattention of i on j as a line (opacity = weight)"
-        "\nred dotted: contacts",
-        fontsize=9,
+    width, height = box
+    pile = float(np.max(snapshot.positions[1][:, 1] + snapshot.radii[1])) + 1.0
+    shown = (height, min(height, pile))
+    panel_width = 2.5
+    fig = plt.figure(
+        figsize=(
+            panel_width * len(chosen) + 1.2,
+            panel_width * (shown[0] + shown[1] + 2.0) / (width + 1.0) + 1.6,
+        ),
+        dpi=200,
+        layout="constrained",
     )
-    figure.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.55 / figure.get_figheight()))
-    return figure
+    grid = fig.add_gridspec(
+        2,
+        len(chosen) + 1,
+        width_ratios=(*([1.0] * len(chosen)), 0.07),
+        height_ratios=(shown[0] + 1.0, shown[1] + 1.0),
+    )
+    contacts = snapshot.samples.contacts
+    for column, (head_class, summary) in enumerate(chosen):
+        for row, state in enumerate(STATES):
+            ax = fig.add_subplot(grid[row, column])
+            panel = AttentionPanel(
+                positions=snapshot.positions[row],
+                radii=snapshot.radii[row],
+                attention=snapshot.attention[row, summary.layer, summary.head],
+                contacts=snapshot.contacts[row] if snapshot.contacts is not None else None,
+                title=f"{summary.label}: {CLASS_NAMES[head_class]}\n(score {summary.score:.2f})"
+                if row == 0
+                else "",
+            )
+            draw_attention(ax, panel, box, contacts_on_top=True, height=shown[row])
+            _frameless(ax)
+            if column == 0:
+                ax.set_ylabel(
+                    f"{state}\nframe {int(snapshot.frames[row])}, {contacts[row]} contacts",
+                    fontsize=8,
+                )
+    attention_weight_key(fig, fig.add_subplot(grid[:, -1]))
+    fig.legend(
+        handles=[
+            Line2D([], [], color="black", linewidth=2.6, label="attention of i on j"),
+            Line2D([], [], color=CONTACT_COLOUR, linewidth=1.0, label="contact (drawn on top)"),
+        ],
+        loc="outside lower center",
+        ncol=2,
+        fontsize=8,
+        frameon=False,
+    )
+    fig.suptitle(f"{run_name}, step {snapshot.step}: attention on particles", fontsize=10)
+    frames = snapshot.samples.frames
+    names = ", ".join(
+        f"the {CLASS_NAMES[head_class]} {summary.label} ({summary.score:.2f})"
+        for head_class, summary in chosen
+    )
+    caption = (
+        f"Attention of every particle on every other at step {snapshot.step} of {run_name}, "
+        f"for {names}, as lines whose opacity is the attention weight (colour bar). Top: a "
+        f"free-fall sample (frame {frames[0]}, {contacts[0]} contacts: "
+        f"{snapshot.samples.choice}); bottom: the settled pile (frame {frames[1]}, the latest "
+        f"in the probe set, {contacts[1]} contacts; the box is shown up to height {shown[1]:.3g} "
+        f"of {height:g}). Red: the ground-truth contacts, drawn over the attention lines, so a "
+        "dark border around a red line is attention on a contact. Samples from "
+        f"{snapshot.samples.source}."
+    )
+    return Captioned(fig, caption)
 
 
 def figure5(counts: Sequence[tuple[str, Mapping[str, Sequence[int]]]]) -> Figure:
@@ -475,7 +327,7 @@ def figure5(counts: Sequence[tuple[str, Mapping[str, Sequence[int]]]]) -> Figure
         rows,
         columns,
         figsize=(1.0 + 2.6 * columns, 0.9 + 2.6 * rows),
-        dpi=110,
+        dpi=DPI,
         sharey=True,
         squeeze=False,
     )
@@ -523,7 +375,7 @@ def alignment_scores(alignment: Alignment, thresholds: tuple[float, float]) -> F
         1,
         2,
         figsize=(2.0 + 2 * max(3.2, 0.4 + 0.95 * columns), 1.9 + 0.3 * rows),
-        dpi=110,
+        dpi=DPI,
         sharey=True,
         layout="constrained",
     )
@@ -601,7 +453,7 @@ def llc_curves(
     Raises:
         Unavailable: If the history has no row at t > 0.
     """
-    fig, (ax_model, ax_heads) = plt.subplots(1, 2, figsize=(11.0, 4.4), dpi=110, sharex=True)
+    fig, (ax_model, ax_heads) = plt.subplots(1, 2, figsize=(11.0, 4.4), dpi=DPI, sharex=True)
     model = llc.for_component(WHOLE_MODEL)
     tt, mean, std = _positive(model.t, model.floats("llc_mean"), model.floats("llc_std"))
     drawn = tt.size

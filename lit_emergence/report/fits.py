@@ -1,16 +1,23 @@
 """The exponent table: power-law fits of every head's trajectories, with their reading.
 
-Which trajectories are fitted (``docs/report.md`` gives the reasoning):
+Which trajectories are fitted by default (``docs/report.md`` gives the reasoning):
 
 * ``score`` — the collision-detection score's rise, as a **growth** away from its start value,
   ``O(t) - O(t0) = C t^alpha``;
-* ``g_contact`` — the attention-distance correlation at contact distance (the connected
-  correlation ``G``, the sharpest single number) approaching its final value, as a **decay**
-  ``|O(t) - O_inf| = C t^-alpha``;
-* ``pearson`` — the Pearson attention-distance correlation, the same way.
+* ``query_spearman`` — the attention-distance correlation (the per-query Spearman correlation
+  of attention with distance, averaged over queries; not a function of the score) approaching
+  its final value, as a **decay** ``|O(t) - O_inf| = C t^-alpha``.
+
+Any observable of :data:`lit_emergence.records.schema.OBSERVABLES` can be fitted instead, each
+as its ``kind`` says; ``g_contact`` (the connected correlation at contact distance) is an affine
+function of the score on a fixed probe set, so its fit is a fit of the score.
 
 Only a decay exponent has the effective-potential reading (``a = 2 + 1/alpha``,
-``rho = (1 + alpha)/(1 + 2 alpha)``, for ``alpha > 0``); growth rows leave those columns empty.
+``rho = (1 + alpha)/(1 + 2 alpha)``), and only for a fit that decays: ``alpha > 0`` and the
+fitted ``|O - O_inf|`` shrinking by at least :data:`MIN_DECAY_FACTOR` over the window (a nearly
+flat fit has ``alpha`` near 0 and a meaningless degree ``2 + 1/alpha`` in the thousands).
+Growth rows leave those columns empty. The fits of a head whose score never left its initial
+level (no ``onset`` event) are marked (``score_moved`` false): they describe noise.
 
 Every fit comes from :mod:`lit_emergence.dynamics`. The window is the one
 :func:`~lit_emergence.dynamics.detect_window` finds; where it finds none (common on
@@ -50,6 +57,9 @@ from lit_emergence.records.schema import Observable
 #: Delta AICc below which the power law counts as tied with the preferred model (as
 #: docs/dynamics.md reads a breakpoint or logistic against a single power law).
 AICC_TIE = 4.0
+#: Factor by which a fitted decay must shrink ``|O - O_inf|`` over its window for the potential
+#: reading (smaller: the fit is flat, its ``alpha`` near 0 and its degree meaningless).
+MIN_DECAY_FACTOR = 1.5
 # Points the smallest fit needs: a power law with a fitted offset has three parameters, and
 # lit_emergence.dynamics asks for three points more than parameters.
 MIN_FIT_POINTS = 6
@@ -87,6 +97,7 @@ EXPONENT_COLUMNS: tuple[str, ...] = (
     "broken_alpha2_error",
     "t_break",
     "t_break_error",
+    "score_moved",
     "note",
 )
 
@@ -110,6 +121,8 @@ class HeadFit:
         power_law: The power law with its bootstrap errors.
         broken: The broken power law with its bootstrap errors.
         notes: Why something could not be fitted.
+        score_moved: Whether the head's collision score left its initial level (it has an
+            ``onset`` event), ``None`` if unknown.
     """
 
     run: str
@@ -126,6 +139,7 @@ class HeadFit:
     power_law: PowerLawFit | None = field(default=None, repr=False)
     broken: BrokenPowerLawFit | None = field(default=None, repr=False)
     notes: tuple[str, ...] = ()
+    score_moved: bool | None = None
 
     @property
     def delta_aicc_power_law(self) -> float:
@@ -135,16 +149,36 @@ class HeadFit:
         row = next((r for r in self.comparison.rows if r.model == "power_law"), None)
         return row.delta_aicc if row is not None else math.nan
 
+    @property
+    def decay_factor(self) -> float:
+        """``(t_b / t_a)^alpha``: how much the fitted power law shrinks over its window."""
+        if self.power_law is None or self.window is None:
+            return math.nan
+        start, end = self.window
+        return float((end / start) ** self.power_law.exponent)
+
     def record(self) -> dict[str, Any]:
         """One row of ``exponents.csv`` (NaN where a value does not exist)."""
         nan = math.nan
         pl, broken = self.power_law, self.broken
-        # The potential reading holds for a decay only, and only for alpha > 0 (a fitted
-        # "decay" with alpha <= 0 moves away from its asymptote: there is nothing to read).
-        readable = pl is not None and self.observable.kind == "decay" and pl.exponent > 0
+        # The potential reading holds for a decay only, and only for one that decays (a
+        # fitted "decay" with alpha <= 0 moves away from its asymptote, a nearly flat one has a
+        # degree 2 + 1/alpha in the thousands: there is nothing to read).
         notes = list(self.notes)
-        if pl is not None and self.observable.kind == "decay" and not readable:
-            notes.append("alpha <= 0: not a decay, no potential reading")
+        readable = False
+        if pl is not None and self.observable.kind == "decay":
+            shrink = self.decay_factor
+            if pl.exponent <= 0:
+                notes.append("alpha <= 0: not a decay, no potential reading")
+            elif shrink < MIN_DECAY_FACTOR:
+                notes.append(
+                    f"flat: the fit shrinks |O - O_inf| by a factor {shrink:.3g} over its window "
+                    f"(< {MIN_DECAY_FACTOR:g}), no potential reading"
+                )
+            else:
+                readable = True
+        if self.score_moved is False:
+            notes.append("score never moved (no onset): the fits describe noise")
         alpha = pl.exponent if pl is not None else nan
         alpha_error = pl.exponent_error if pl is not None else nan
         window = self.window or (nan, nan)
@@ -178,6 +212,7 @@ class HeadFit:
             "broken_alpha2_error": broken.exponent_errors[1] if broken is not None else nan,
             "t_break": broken.breakpoint if broken is not None else nan,
             "t_break_error": broken.breakpoint_error if broken is not None else nan,
+            "score_moved": "" if self.score_moved is None else self.score_moved,
             "note": "; ".join(notes),
         }
 
@@ -318,6 +353,7 @@ def fit_head(
     time_axis: TimeAxis = "gradient_flow",
     n_bootstrap: int = 100,
     seed: int = 0,
+    score_moved: bool | None = None,
 ) -> HeadFit:
     """Fit one observable of one head of a run.
 
@@ -325,11 +361,12 @@ def fit_head(
         run: The run.
         layer: Block index.
         head: Head index.
-        observable: What to fit (one of :data:`OBSERVABLES`).
+        observable: What to fit (one of :data:`lit_emergence.records.schema.OBSERVABLES`).
         head_class: The head's final class (copied into the table).
         time_axis: ``"gradient_flow"`` (``lr_integral``) or ``"step"``.
         n_bootstrap: Block-bootstrap replicates (0: Jacobian errors only).
         seed: Bootstrap seed.
+        score_moved: Whether the head's score left its initial level (copied into the table).
 
     Returns:
         The :class:`HeadFit`; what could not be fitted is in its ``notes``.
@@ -341,6 +378,7 @@ def fit_head(
         "head_class": head_class,
         "observable": observable,
         "time_axis": time_axis,
+        "score_moved": score_moved,
     }
     try:
         series = run.history(observable.history).for_head(layer, head)

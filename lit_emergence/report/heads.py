@@ -16,6 +16,7 @@ import numpy as np
 from lit_emergence.records.errors import Unavailable
 from lit_emergence.records.run import History, Run
 from lit_emergence.records.schema import HEAD_CLASSES, classify_score, head_label, llc_component
+from lit_emergence.report.probe import above_uniform
 
 
 @dataclass(frozen=True)
@@ -28,11 +29,17 @@ class HeadSummary:
         head: Head index within the block.
         step: Last step of the collision history.
         score: Final collision-detection score (radius-based).
+        uniform_score: The score of uniform attention on the run's probe set (the score's
+            zero point; NaN without the probe set).
+        score_above_uniform: ``(score - uniform_score) / (1 - uniform_score)``.
         strict: Final score on ground-truth contacts.
         impact: Final score on impact queries.
         head_class: ``"true"``, ``"partial"`` or ``"none"`` (``""`` without scores).
-        pearson: Final attention-distance Pearson r.
-        g_contact: Final connected correlation at contact distance.
+        query_spearman: Final per-query Spearman correlation of attention with distance,
+            averaged over queries (the report's attention-distance correlation).
+        pearson: Final attention-distance Pearson r over all pairs.
+        g_contact: Final connected correlation at contact distance (an affine function of the
+            score on a fixed probe set).
         llc: Final weight-refined LLC of the head (chain mean).
         llc_std: Its standard deviation over chains.
     """
@@ -42,9 +49,12 @@ class HeadSummary:
     head: int
     step: int
     score: float
+    uniform_score: float
+    score_above_uniform: float
     strict: float
     impact: float
     head_class: str
+    query_spearman: float
     pearson: float
     g_contact: float
     llc: float
@@ -64,11 +74,13 @@ def _final(history: History | None, column: str) -> float:
     return float(history.floats(column)[int(np.nanargmax(steps))])
 
 
-def summarize_heads(run: Run) -> list[HeadSummary]:
+def summarize_heads(run: Run, uniform: float = math.nan) -> list[HeadSummary]:
     """Final values of every head of a run, sorted by (layer, head).
 
     Args:
         run: A loaded run.
+        uniform: The score of uniform attention on the run's probe set
+            (:func:`lit_emergence.report.probe.uniform_score`), NaN if unknown.
 
     Returns:
         One :class:`HeadSummary` per head measured by the collision or distance history.
@@ -92,11 +104,14 @@ def summarize_heads(run: Run) -> list[HeadSummary]:
                 head=head,
                 step=scores.last_step() if scores is not None and len(scores) else -1,
                 score=score,
+                uniform_score=uniform,
+                score_above_uniform=above_uniform(score, uniform),
                 strict=_final(scores, "strict"),
                 impact=_final(scores, "impact"),
                 head_class=recorded
                 if recorded in HEAD_CLASSES
                 else classify_score(score, *run.thresholds),
+                query_spearman=_final(distances, "query_spearman"),
                 pearson=_final(distances, "pearson"),
                 g_contact=_final(distances, "g_contact"),
                 llc=_final(llcs, "llc_mean"),
@@ -104,6 +119,12 @@ def summarize_heads(run: Run) -> list[HeadSummary]:
             )
         )
     return summaries
+
+
+def class_rank(head_class: str) -> int:
+    """Sort key that lists heads strongest class first: true 0, partial 1, none 2, else 3."""
+    order = tuple(reversed(HEAD_CLASSES))
+    return order.index(head_class) if head_class in order else len(order)
 
 
 def best_heads(summaries: list[HeadSummary], count: int = 1) -> list[HeadSummary]:

@@ -1,13 +1,17 @@
 """Writing the report's tables: full-precision CSV for machines, compact Markdown for people.
 
-* ``heads.csv`` / ``heads.md`` — every head of every run at the end of training: final scores,
-  class, attention-distance correlation and LLC;
+* ``heads.csv`` / ``heads.md`` — every head of every run at the end of training: final scores
+  (raw and above the uniform-attention level), class, attention-distance correlation and LLC;
 * ``events.csv`` / ``events.md`` — the emergence events of every head (onset, power law,
   partial, true), recorded by the run's detector or replayed from its histories;
 * ``exponents.csv`` / ``exponents.md`` — per head, run and observable: the window, exponent
   with its error, effective-potential degree, Lojasiewicz exponent, the AICc comparison and
   the broken power law (columns: :data:`lit_emergence.report.fits.EXPONENT_COLUMNS`), or
   why a fit was not possible.
+
+Heads and exponents list the true heads first, then the partial ones, then the rest (each
+group in run, block and head order); the Markdown exponent table prints no exponent for a head
+whose score never moved, only the mark (the CSV keeps the numbers).
 """
 
 from __future__ import annotations
@@ -20,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from lit_emergence.records.errors import Problem
-from lit_emergence.records.schema import head_label
+from lit_emergence.records.schema import OBSERVABLE_BY_NAME, head_label
 from lit_emergence.report.events import EVENT_TABLE_COLUMNS
 from lit_emergence.report.fits import EXPONENT_COLUMNS
-from lit_emergence.report.heads import HeadSummary
+from lit_emergence.report.heads import HeadSummary, class_rank
 
 HEAD_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(HeadSummary))
 
@@ -84,9 +88,17 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def strongest_first(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with a ``head_class`` column, true heads first, then partial, then the rest.
+
+    The sort is stable: within a class the rows keep their order (run, block, head).
+    """
+    return sorted((dict(r) for r in records), key=lambda r: class_rank(str(r["head_class"])))
+
+
 def head_records(summaries: Iterable[HeadSummary]) -> list[dict[str, Any]]:
-    """Rows of ``heads.csv``."""
-    return [dataclasses.asdict(summary) for summary in summaries]
+    """Rows of ``heads.csv``, true heads first (:func:`strongest_first`)."""
+    return strongest_first(dataclasses.asdict(summary) for summary in summaries)
 
 
 def heads_markdown(records: Sequence[Mapping[str, Any]]) -> str:
@@ -96,10 +108,11 @@ def heads_markdown(records: Sequence[Mapping[str, Any]]) -> str:
         "head",
         "class",
         "score",
+        "above uniform",
         "strict",
         "impact",
-        "G(contact)",
-        "Pearson r",
+        OBSERVABLE_BY_NAME["query_spearman"].label,
+        OBSERVABLE_BY_NAME["g_contact"].label,
         "LLC",
         "step",
     ]
@@ -109,10 +122,11 @@ def heads_markdown(records: Sequence[Mapping[str, Any]]) -> str:
             head_label(r["layer"], r["head"]),
             f"**{r['head_class']}**" if r["head_class"] == "true" else r["head_class"],
             number(r["score"]),
+            number(r["score_above_uniform"]),
             number(r["strict"]),
             number(r["impact"]),
+            number(r["query_spearman"]),
             number(r["g_contact"]),
-            number(r["pearson"]),
             plus_minus(r["llc"], r["llc_std"]),
             str(r["step"]) if r["step"] >= 0 else "",
         ]
@@ -145,6 +159,17 @@ def _broken(record: Mapping[str, Any]) -> str:
     return f"{first} / {second} @ {number(record['t_break'])}"
 
 
+#: What the Markdown exponent table prints instead of the exponents of a head whose score never
+#: moved.
+NEVER_MOVED = "— (score never moved)"
+
+
+def _observable(record: Mapping[str, Any]) -> str:
+    observable = OBSERVABLE_BY_NAME.get(str(record["observable"]))
+    name = observable.label if observable is not None else str(record["observable"])
+    return f"{name} ({record['kind']})"
+
+
 def exponents_markdown(records: Sequence[Mapping[str, Any]]) -> str:
     """Compact Markdown view of ``exponents.csv`` (full precision is in the CSV)."""
     header = [
@@ -161,23 +186,29 @@ def exponents_markdown(records: Sequence[Mapping[str, Any]]) -> str:
         "broken: α₁ / α₂ @ t_break",
         "note",
     ]
-    rows = [
-        [
-            r["run"],
-            head_label(r["layer"], r["head"]),
-            r["head_class"],
-            f"{r['observable']} ({r['kind']})",
-            _window(r),
-            str(r["n_points"]),
+    rows = []
+    for r in records:
+        exponents = [
             plus_minus(r["alpha"], r["alpha_error"]),
             plus_minus(r["potential_degree"], r["potential_degree_error"]),
             plus_minus(r["lojasiewicz_exponent"], r["lojasiewicz_exponent_error"]),
             _preferred(r),
             _broken(r),
-            r["note"],
         ]
-        for r in records
-    ]
+        if r.get("score_moved") is False:
+            exponents = [NEVER_MOVED, "", "", "", ""]
+        rows.append(
+            [
+                r["run"],
+                head_label(r["layer"], r["head"]),
+                r["head_class"],
+                _observable(r),
+                _window(r),
+                str(r["n_points"]),
+                *exponents,
+                r["note"],
+            ]
+        )
     return markdown_table(header, rows)
 
 

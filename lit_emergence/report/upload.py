@@ -1,12 +1,13 @@
 """Optional upload of a written report to Weights & Biases.
 
-One W&B run with ``job_type="report"``: every figure as an image, every table as a
+One W&B run with ``job_type="report"``: every figure as an image (captioned), every table as a
 ``wandb.Table``, and ``report.md`` with the CSV files as run files. Its local files go to
 ``<report>/wandb/``; an offline run is uploaded later with ``wandb sync``.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -53,7 +54,12 @@ def upload_report(
     try:
         run.log(
             {
-                f"figures/{path.stem}": wandb.Image(str(path), caption=title)
+                f"figures/{path.stem}": wandb.Image(
+                    str(path),
+                    caption=f"{title}. {result.captions[title]}"
+                    if title in result.captions
+                    else title,
+                )
                 for title, path in result.figures
             }
         )
@@ -65,9 +71,14 @@ def upload_report(
                 allow_mixed_types=True,
             )
             run.log({f"tables/{name}": table})
+        # Copied into the run's own folder first: saving a file from outside it makes wandb
+        # symlink it and warn about every file.
+        run_files = Path(run.dir)
         for path in result.files.values():
             if path.suffix in (".md", ".csv"):
-                run.save(str(path.resolve()), base_path=str(out_dir), policy="now")
+                copy = run_files / path.name
+                shutil.copyfile(path, copy)
+                run.save(str(copy), base_path=str(run_files), policy="now")
         return Path(run.dir).parent
     finally:
         run.finish()
