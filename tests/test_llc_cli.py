@@ -215,6 +215,8 @@ def test_calibrate_writes_figure_table_and_a_snippet_the_monitor_and_llc_take(ru
     init_args = entry["init_args"]
     assert init_args["step_size"] == pytest.approx(eps, rel=1e-6)
     assert init_args["localization"] == gamma
+    # The rule is always written: merged into a config with another (B/ln(B)) it must win.
+    assert init_args["n_beta"] == "n/ln(n)"
     assert {k: init_args[k] for k in SMALL if k != "num_batches"} == {
         k: v for k, v in SMALL.items() if k != "num_batches"
     }

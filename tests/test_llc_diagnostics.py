@@ -33,6 +33,7 @@ from lit_emergence.llc import (
 )
 from lit_emergence.llc.diagnostics import (
     VerdictThresholds,
+    below_zero,
     exceeds_regular_bound,
     localization_shift,
     mala_log_acceptance,
@@ -188,6 +189,19 @@ def test_localisation_check_runs_the_same_chains_at_a_quarter_of_gamma():
     assert checked.verdict == "localisation-dominated"
 
 
+def test_an_estimate_away_from_a_minimum_is_not_at_minimum():
+    """w* = 0 on the slope of K(w) = |w - 1|^2 / 2 (gradient -1 per coordinate): the chains
+    drift towards w = 1, where the loss is lower, and the estimate is far below zero (about
+    -n_beta * 0.5 * 3 at full relaxation; here tens of standard errors below 0)."""
+    loss = lambda w, _: 0.5 * ((w - 1.0) ** 2).sum()  # noqa: E731
+    result = estimate_llc(
+        Coordinates(3), loss, DUMMY_BATCHES, n_beta=100.0, localization=1.0, step_size=1e-3,
+        num_chains=4, num_draws=200, num_burnin=50, localization_check=None, generator=0,
+    )  # fmt: skip
+    assert result.llc_mean < -10
+    assert result.verdict == "not-at-minimum"
+
+
 def test_one_warning_names_every_localisation_dominated_estimate():
     loss = lambda w, _: (w * w).sum()  # noqa: E731
     with pytest.warns(UserWarning, match="localisation-dominated") as caught:
@@ -211,6 +225,8 @@ NAN = math.nan
         (0, True, 1.0, 0.5, 9, "not-converged"),
         (0, False, 0.85, 0.5, 9, "not-converged"),  # acceptance < 0.9
         (0, False, 0.99, 0.2, 9, "localisation-dominated"),
+        (0, True, 0.5, 0.5, 9, "not-at-minimum:negative"),  # below zero: no LLC to converge to
+        (1, False, 1.0, 0.0, 0, "diverged:negative"),  # a diverged chain comes first
         (0, False, 0.99, 0.2, 1, "ok"),  # a shift within noise
         (0, False, 0.99, 0.05, 9, "ok"),  # a significant but small shift
         (0, False, NAN, NAN, NAN, "ok"),  # nothing measured turns no verdict
@@ -224,8 +240,16 @@ def test_verdict_precedence_and_thresholds(diverged, climbing, acceptance, shift
         localization_shift=shift,
         shift_z=z,
         exceeds_regular=expected.endswith(":exceeds"),
+        negative=expected.endswith(":negative"),
     )
-    assert found == expected.removesuffix(":exceeds")
+    assert found == expected.split(":")[0]
+
+
+def test_below_zero_needs_two_standard_errors():
+    assert below_zero(-3.0, 1.0)  # -3 + 2 < 0
+    assert not below_zero(-1.5, 1.0)  # within 2 standard errors of 0
+    assert below_zero(-0.1, math.nan)  # one chain: the estimate decides
+    assert not below_zero(0.0, math.nan)
 
 
 def test_regular_bound():

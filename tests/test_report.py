@@ -311,8 +311,10 @@ def test_wandb_offline_upload_lands_inside_the_report(in_workdir):
     assert images == {p.stem for p in out.glob("*.png")}
     # Table files are named <table>_<step>_<hash>.table.json.
     tables = {p.name.rsplit("_", 2)[0] for p in files.glob("media/table/tables/*.table.json")}
-    assert tables == {"heads", "exponents", "events", "alignment", "alignment_summary"}
-    assert (files / "report.md").is_file() and (files / "exponents.csv").is_file()
+    assert tables == {"heads", "exponents", "events", "phases", "alignment", "alignment_summary"}
+    assert (files / "report.md").is_file() and (files / "phases.csv").is_file()
+    # Copies inside the run, not symlinks out of it (wandb warns about every symlink).
+    assert not any(path.is_symlink() for path in files.glob("*.*"))
 
 
 def test_recorded_events_are_used_when_the_run_has_them(in_workdir):
@@ -842,6 +844,50 @@ def test_figure1_draws_the_attention_at_a_checkpoint_in_each_phase(in_workdir, m
         "(f) Attention on particles per phase not drawn: skipped (--no_checkpoint)."
         in (result.captions["Figure 1 — phases, L0H0"])
     )
+
+
+def test_phases_table_gives_each_collision_head_its_phases_and_approach_fit(in_workdir):
+    run_dir = copy_run(in_workdir, "phase-table")
+    with_collision_heads(run_dir)  # L0H0 true, L0H1 partial, the others none
+    # L0H0: first phase from step 5 to 15 (then true everywhere); L0H2 (class none) in a first
+    # phase from step 10 to the end; L0H1 partial without a phase.
+    write_events(run_dir, [(0, "phase", 5, 0.25), (0, "phase_end", 15, 1.0), (2, "phase", 10, 0.5)])
+    out = in_workdir / "out-phase-table"
+    result = build_report([run_dir], out, n_bootstrap=0, quiet=True, checkpoint=False)
+    rows = {(r["layer"], r["head"]): r for r in read_rows(out / "phases.csv")}
+    assert set(rows) == {("0", "0"), ("0", "1"), ("0", "2")}  # partial/true, or with a phase
+    assert result.tables["phases"] and "## Phases by height" in (out / "report.md").read_text()
+    times = {
+        int(r["step"]): float(r["lr_integral"])
+        for r in read_rows(run_dir / "emergence" / "collision_scores.csv")
+    }
+    last = times[max(times)]
+    ended, lasting, none = rows["0", "0"], rows["0", "2"], rows["0", "1"]
+    assert (ended["phase_start_step"], ended["phase_end_step"], ended["phase_height"]) == (
+        "5",
+        "15",
+        "0.25",
+    )
+    assert ended["first_phase_to_end"] == "False"
+    assert float(ended["first_phase_decades"]) == pytest.approx(math.log10(times[15] / times[5]))
+    # A phase that never ends lasts to the last measurement.
+    assert lasting["first_phase_to_end"] == "True" and lasting["phase_end_step"] == ""
+    assert float(lasting["first_phase_decades"]) == pytest.approx(math.log10(last / times[10]))
+    assert none["phase_start_step"] == "" and none["head_class"] == "partial"
+    # The approach fit is the report's own (exponents.csv) of the distance observable.
+    fits = {
+        (r["layer"], r["head"]): r
+        for r in read_rows(out / "exponents.csv")
+        if r["observable"] == "query_spearman"
+    }
+    for key, row in rows.items():
+        assert row["observable"] == "query_spearman"
+        assert (row["alpha"], row["window_start"], row["preferred_model"]) == (
+            fits[key]["alpha"],
+            fits[key]["window_start"],
+            fits[key]["preferred_model"],
+        )
+    assert len(rows["0", "0"]["final_band_scores"].split()) == 4  # floor to top
 
 
 def probe_tensors(contacts: list[list[tuple[int, int]]], heights: list[float]) -> dict:

@@ -409,8 +409,9 @@ def yaml_snippet(calibration: Calibration, arguments: Mapping[str, Any]) -> str:
         init_args[key] = int(arguments[key])
     # Explicit, so the snippet's monitor draws the very probe set the sweep used.
     init_args["num_probe_samples"] = int(arguments["num_probe_samples"])
-    if arguments.get("n_beta") not in (None, "n/ln(n)"):
-        init_args["n_beta"] = arguments["n_beta"]
+    # Always written: merged into a run config whose monitor sets another rule (the quickstart's
+    # B/ln(B)), an omitted n_beta would keep that rule under the step size chosen for this one.
+    init_args["n_beta"] = arguments.get("n_beta") or "n/ln(n)"
     if arguments.get("num_samples") is not None:
         init_args["num_samples"] = int(arguments["num_samples"])
     if arguments.get("sampler", "sgld") != "sgld":
@@ -452,7 +453,7 @@ def calibration_figure(calibration: Calibration, component: str = WHOLE_MODEL) -
     columns = min(len(gammas), 2)
     rows = math.ceil(len(gammas) / columns)
     fig, axes = plt.subplots(
-        rows, columns, figsize=(6.4 * columns, 5.4 * rows), dpi=100, squeeze=False
+        rows, columns, figsize=(6.4 * columns, 6.4 * rows), dpi=100, squeeze=False
     )
     colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, len(calibration.step_sizes)))
     curves: dict[tuple[float, float], np.ndarray] = {}
@@ -520,7 +521,12 @@ def calibration_figure(calibration: Calibration, component: str = WHOLE_MODEL) -
         here = calibration.chosen is not None and calibration.chosen[1] == gamma
         ax.set_title(f"localisation γ = {gamma:g}" + ("  (chosen)" if here else ""), fontsize=10)
         ax.legend(
-            fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False
+            # One column: two columns of these labels run into the neighbouring panel's legend.
+            fontsize=7,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.12),
+            ncol=1,
+            frameon=False,
         )
         ax.grid(alpha=0.3)
     for index in range(len(gammas), rows * columns):

@@ -40,6 +40,12 @@ Verdicts, in this order of precedence (thresholds in :class:`VerdictThresholds`)
 ``diverged``
     a chain diverged, or the estimate exceeds the regular bound; lower ``step_size`` (or raise
     ``localization``).
+``not-at-minimum``
+    the estimate is below zero by more than two standard errors: the chains found lower loss
+    than at ``w*``, so ``w*`` is not a local minimum of the sampled loss (mid-training, before
+    the loss has settled, or an ``n_beta`` so large that the remaining gradient outweighs the
+    noise); an LLC is defined at a minimum only, so the number is not one. Measure later in
+    training, or lower ``n_beta``.
 ``not-converged``
     the trace still climbs (``trace_rise > climb_threshold``) or the MALA acceptance is below
     ``min_acceptance`` (steps too large to sample the posterior); run longer, or lower
@@ -64,13 +70,14 @@ __all__ = [
     "DEFAULT_THRESHOLDS",
     "VERDICTS",
     "VerdictThresholds",
+    "below_zero",
     "exceeds_regular_bound",
     "localization_shift",
     "mala_log_acceptance",
     "verdict",
 ]
 
-VERDICTS = ("ok", "localisation-dominated", "not-converged", "diverged")
+VERDICTS = ("ok", "localisation-dominated", "not-converged", "not-at-minimum", "diverged")
 """Every value of ``LLCResult.verdict`` (and of ``llc.csv``'s ``verdict`` column)."""
 
 
@@ -184,6 +191,21 @@ def exceeds_regular_bound(
     return llc_mean - margin > thresholds.max_regular_ratio * num_sampled / 2
 
 
+def below_zero(llc_mean: float, llc_sem: float) -> bool:
+    """Whether the estimate is below zero by more than two standard errors.
+
+    Args:
+        llc_mean: The estimate.
+        llc_sem: Its standard error (NaN with one chain: the estimate alone decides).
+
+    Returns:
+        True when ``w*`` is not a local minimum of the sampled loss.
+
+    """
+    margin = 2 * llc_sem if math.isfinite(llc_sem) else 0.0
+    return llc_mean + margin < 0
+
+
 def verdict(
     *,
     num_diverged: int,
@@ -192,6 +214,7 @@ def verdict(
     localization_shift: float,
     shift_z: float,
     exceeds_regular: bool = False,
+    negative: bool = False,
     thresholds: VerdictThresholds = DEFAULT_THRESHOLDS,
 ) -> str:
     """The verdict of an estimate from its diagnostics (precedence in the module docstring).
@@ -205,6 +228,7 @@ def verdict(
         localization_shift: See :func:`localization_shift` (NaN if not measured).
         shift_z: Its z-score.
         exceeds_regular: See :func:`exceeds_regular_bound`.
+        negative: See :func:`below_zero`.
         thresholds: The thresholds.
 
     Returns:
@@ -213,6 +237,8 @@ def verdict(
     """
     if num_diverged > 0 or exceeds_regular:
         return "diverged"
+    if negative:
+        return "not-at-minimum"
     if still_climbing or acceptance < thresholds.min_acceptance:
         return "not-converged"
     if localization_shift > thresholds.max_localization_shift and shift_z > thresholds.significance:

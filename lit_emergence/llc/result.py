@@ -13,6 +13,7 @@ from torch import Tensor
 from lit_emergence.llc.diagnostics import (
     DEFAULT_THRESHOLDS,
     VerdictThresholds,
+    below_zero,
     exceeds_regular_bound,
     localization_shift,
     verdict,
@@ -232,9 +233,16 @@ def summarize_chains(
             localization_shift=math.nan,
             shift_z=math.nan,
             exceeds_regular=above,
+            negative=below_zero(llc_mean, sem),
             thresholds=thresholds,
         ),
     )
+
+
+def _sem(llc_per_chain: Tensor) -> float:
+    """Standard error of the chain mean over the chains that did not diverge (NaN with < 2)."""
+    kept = llc_per_chain[llc_per_chain.isfinite()]
+    return float(kept.std() / math.sqrt(kept.numel())) if kept.numel() > 1 else math.nan
 
 
 def attach_localization_check(
@@ -267,6 +275,7 @@ def attach_localization_check(
             localization_shift=shift,
             shift_z=z,
             exceeds_regular=result.exceeds_regular_bound,
+            negative=below_zero(result.llc_mean, _sem(result.llc_per_chain)),
             thresholds=thresholds,
         ),
     )

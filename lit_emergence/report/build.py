@@ -54,8 +54,15 @@ from lit_emergence.report.heads import (
     example_heads,
     summarize_heads,
 )
+from lit_emergence.report.phases import PHASE_COLUMNS, phase_records, phases_markdown
 from lit_emergence.report.probe import ProbeSamples, load_probe, pick_samples, uniform_score
-from lit_emergence.report.tables import HEAD_COLUMNS, head_records, strongest_first, write_tables
+from lit_emergence.report.tables import (
+    HEAD_COLUMNS,
+    head_records,
+    strongest_first,
+    write_csv,
+    write_tables,
+)
 
 #: The attention-distance correlation the report uses: the per-query Spearman correlation of
 #: attention with distance, averaged over queries (chosen in ``docs/metrics.md``: not a function
@@ -486,6 +493,7 @@ def build_report(
     summaries_by_run: dict[str, list[HeadSummary]] = {}
     exponent_rows: list[dict[str, Any]] = []
     event_rows: list[dict[str, Any]] = []
+    phase_rows: list[dict[str, Any]] = []
     counts: list[tuple[str, dict[str, list[int]]]] = []
     uniform: dict[str, float] = {}
     # One load per checkpoint for Figures 1 and 3 and the alignment together.
@@ -512,6 +520,15 @@ def build_report(
         exponent_rows.extend(fit.record() for fit in reporter.fits.values())
         if reporter.events is not None:
             event_rows.extend(reporter.events.records())
+        phase_rows.extend(
+            phase_records(
+                run,
+                reporter.summaries,
+                reporter.events,
+                reporter.fits,
+                settings.distance_observable.name,
+            )
+        )
         if "collision" in run.histories:
             counts.append((run.name, count_classes(reporter.summaries, run.num_layers)))
         run_table.append(
@@ -546,6 +563,11 @@ def build_report(
         events=list(EVENT_TABLE_COLUMNS),
     )
     result.files.update(write_tables(out, head_rows, exponent_rows, event_rows))
+    result.tables["phases"] = phase_rows
+    result.columns["phases"] = list(PHASE_COLUMNS)
+    result.files["phases.csv"] = write_csv(out / "phases.csv", PHASE_COLUMNS, phase_rows)
+    result.files["phases.md"] = out / "phases.md"
+    result.files["phases.md"].write_text(phases_markdown(phase_rows))
     for _, path in result.figures:
         result.files[path.name] = path
     result.files["report.md"] = write_document(
@@ -556,6 +578,7 @@ def build_report(
         head_rows=head_rows,
         exponent_rows=exponent_rows,
         event_rows=event_rows,
+        phase_rows=phase_rows,
         problems=result.problems,
         time_axis=time_axis,
         thresholds=runs[0].thresholds,

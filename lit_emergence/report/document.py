@@ -10,6 +10,7 @@ from lit_emergence.dynamics import TimeAxis
 from lit_emergence.records.errors import Problem
 from lit_emergence.report.figures import TIME_LABELS
 from lit_emergence.report.fits import AICC_TIE, MIN_DECAY_FACTOR
+from lit_emergence.report.phases import phases_markdown
 from lit_emergence.report.tables import (
     events_markdown,
     exponents_markdown,
@@ -67,6 +68,7 @@ def write_document(
     exponent_rows: Sequence[Mapping[str, Any]],
     event_rows: Sequence[Mapping[str, Any]],
     problems: Sequence[Problem],
+    phase_rows: Sequence[Mapping[str, Any]] = (),
     time_axis: TimeAxis,
     thresholds: tuple[float, float],
     n_bootstrap: int,
@@ -83,6 +85,7 @@ def write_document(
         head_rows: Rows of ``heads.csv``.
         exponent_rows: Rows of ``exponents.csv``.
         event_rows: Rows of ``events.csv``.
+        phase_rows: Rows of ``phases.csv``.
         problems: What could not be computed, and why.
         time_axis: The time axis used.
         thresholds: ``(true, partial)`` thresholds (of the first run).
@@ -131,6 +134,13 @@ def write_document(
     parts.append(heads_markdown(head_rows) if head_rows else "No head was measured.\n")
     parts.append("## Exponents\n\n(`exponents.csv` has full precision and every column.)\n")
     parts.append(exponents_markdown(exponent_rows) if exponent_rows else "No fit was made.\n")
+    parts.append(
+        "## Phases by height\n\n(Each collision head: its first phase, from the detector's "
+        "`phase` event (true in the lowest band of query height, not in the highest) to "
+        "`phase_end` (true in every band), and the fit of its attention-distance approach; "
+        "`phases.csv` has full precision.)\n"
+    )
+    parts.append(phases_markdown(phase_rows) if phase_rows else "No collision head.\n")
     parts.append(
         "## Emergence events\n\n(Recorded by the run's `EmergenceDetector`, or the same detector "
         "replayed over its histories; the `source` column of `events.csv` says which. Figure 1 "
