@@ -74,9 +74,10 @@ class LLCMonitor(MeasurementCallback):
     (``;``-separated), the diagnostics (diverged chains, ``trace_rise``, ``still_climbing``,
     MALA ``acceptance``, the estimate at ``localization / localization_check`` and the
     ``localization_shift``), the ``verdict`` (``ok`` / ``localisation-dominated`` /
-    ``not-converged`` / ``diverged``; :mod:`lit_emergence.llc.diagnostics`) and the
-    hyperparameters. Logs ``llc/<component>`` and, on ``image_schedule``, the chains' loss
-    traces (W&B). The first time an estimate is localisation-dominated it warns once.
+    ``not-converged`` / ``not-at-minimum`` / ``diverged``;
+    :mod:`lit_emergence.llc.diagnostics`) and the hyperparameters. Logs ``llc/<component>``
+    and, on ``image_schedule``, the chains' loss traces (W&B). The first time an estimate is
+    localisation-dominated it warns once.
 
     ``n_beta`` defaults to ``n / ln n`` with ``n`` the size of the training set (the length of
     the training dataloader's dataset, or ``num_samples``), the step size to
