@@ -21,7 +21,17 @@ import argparse
 import math
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any
+
+from lit_emergence.cli_args import (
+    OneLineErrorParser,
+    fail,
+    non_negative_float,
+    non_negative_int,
+    number,
+    positive_float,
+    positive_int,
+)
 
 PROGRAM = "lit-emergence llc"
 N_BETA_RULES = ("n/ln(n)", "B/ln(B)")  # lit_emergence.llc.settings.N_BETA_RULES, without torch
@@ -45,77 +55,25 @@ SETTING_OPTIONS = (
 )
 
 
-class _Parser(argparse.ArgumentParser):
-    """Argument errors as one ``PROG: error: ...`` line, exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        """Print the one-line error and exit with status 2."""
-        _fail(self.prog, message)
-
-
-def _fail(prog: str, message: str) -> NoReturn:
-    sys.stderr.write(f"{prog}: error: {message}\n")
-    raise SystemExit(2)
-
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-
-
-def _positive_float(text: str) -> float:
-    value = _number(text)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be finite and > 0, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = _number(text)
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be finite and >= 0, got {text}")
-    return value
-
-
-def _integer(text: str, low: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < low:
-        raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    return _integer(text, 1)
-
-
-def _non_negative_int(text: str) -> int:
-    return _integer(text, 0)
-
-
 def _step_size(text: str) -> float | None:
-    return None if text == "default" else _positive_float(text)
+    return None if text == "default" else positive_float(text)
 
 
 def _n_beta(text: str) -> float | str:
-    return text if text in N_BETA_RULES else _positive_float(text)
+    return text if text in N_BETA_RULES else positive_float(text)
 
 
 def _check_factor(text: str) -> float | None:
     if text == "none":
         return None
-    value = _number(text)
+    value = number(text)
     if not (math.isfinite(value) and value > 1):
         raise argparse.ArgumentTypeError(f"must be a factor > 1 or 'none', got {text}")
     return value
 
 
 def _every(text: str) -> int | None:
-    return None if text == "none" else _positive_int(text)
+    return None if text == "none" else positive_int(text)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -137,9 +95,9 @@ def _add_common(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
         help="YAML with an LLCMonitor among trainer.callbacks (e.g. RUN_DIR/llc/"
         "calibration.yaml), or a mapping of its init_args",
     )
-    settings.add_argument("--num_chains", type=_positive_int, default=option, metavar="K")
-    settings.add_argument("--num_draws", type=_positive_int, default=option, metavar="T")
-    settings.add_argument("--num_burnin", type=_non_negative_int, default=option, metavar="B")
+    settings.add_argument("--num_chains", type=positive_int, default=option, metavar="K")
+    settings.add_argument("--num_draws", type=positive_int, default=option, metavar="T")
+    settings.add_argument("--num_burnin", type=non_negative_int, default=option, metavar="B")
     settings.add_argument(
         "--n_beta",
         type=_n_beta,
@@ -149,7 +107,7 @@ def _add_common(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     )
     settings.add_argument(
         "--num_samples",
-        type=_positive_int,
+        type=positive_int,
         default=option,
         metavar="N",
         help="n of n/ln(n) (default: the training set size from config.yaml's data section)",
@@ -162,10 +120,10 @@ def _add_common(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
         metavar="M",
         help="MALA acceptance at every M-th draw, or 'none'",
     )
-    settings.add_argument("--batch_size", type=_positive_int, default=option, metavar="B")
-    settings.add_argument("--num_batches", type=_positive_int, default=option, metavar="M")
+    settings.add_argument("--batch_size", type=positive_int, default=option, metavar="B")
+    settings.add_argument("--num_batches", type=positive_int, default=option, metavar="M")
     settings.add_argument(
-        "--seed", type=_non_negative_int, default=option, help="chains' seed (plus the step)"
+        "--seed", type=non_negative_int, default=option, help="chains' seed (plus the step)"
     )
     parser.add_argument(
         "--device", default="cpu", help="where the chains run: cpu (default), cuda, cuda:1"
@@ -176,7 +134,7 @@ def _add_common(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
 
 def build_parser(prog: str = PROGRAM) -> argparse.ArgumentParser:
     """The parser of ``lit-emergence llc RUN_DIR`` (``prog``: the name its usage line shows)."""
-    parser = _Parser(
+    parser = OneLineErrorParser(
         prog=prog,
         usage=f"{prog} [-h] [--per_head] [options] RUN_DIR\n       {prog} calibrate --run "
         "RUN_DIR [--step S] [options]",
@@ -204,14 +162,14 @@ def build_parser(prog: str = PROGRAM) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--min_step",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=None,
         metavar="S",
         help="leave out checkpoints before step S (e.g. an emergence window's start)",
     )
     parser.add_argument(
         "--max_step",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=None,
         metavar="S",
         help="leave out checkpoints after step S",
@@ -226,7 +184,7 @@ def build_parser(prog: str = PROGRAM) -> argparse.ArgumentParser:
         help="SGLD step size, or 'default' for 0.05 / (n_beta + localization)",
     )
     settings.add_argument(
-        "--localization", type=_non_negative_float, default=option, metavar="GAMMA"
+        "--localization", type=non_negative_float, default=option, metavar="GAMMA"
     )
     settings.add_argument(
         "--localization_check",
@@ -240,7 +198,7 @@ def build_parser(prog: str = PROGRAM) -> argparse.ArgumentParser:
 
 def build_calibrate_parser(prog: str = f"{PROGRAM} calibrate") -> argparse.ArgumentParser:
     """The parser of ``lit-emergence llc calibrate``."""
-    parser = _Parser(
+    parser = OneLineErrorParser(
         prog=prog,
         description="Sweep SGLD step size and localisation on one checkpoint of a run, in one\n"
         "vectorised call; pick the smallest localisation with an eligible setting and, at it,\n"
@@ -255,14 +213,14 @@ def build_calibrate_parser(prog: str = f"{PROGRAM} calibrate") -> argparse.Argum
     parser.add_argument("--run", required=True, metavar="RUN_DIR", help="run directory")
     parser.add_argument(
         "--step",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=None,
         metavar="S",
         help="the scheduled checkpoint of step S (default: the last checkpoint, last.ckpt)",
     )
     parser.add_argument(
         "--step_sizes",
-        type=_positive_float,
+        type=positive_float,
         nargs="+",
         default=None,
         metavar="EPS",
@@ -270,7 +228,7 @@ def build_calibrate_parser(prog: str = f"{PROGRAM} calibrate") -> argparse.Argum
     )
     parser.add_argument(
         "--localizations",
-        type=_non_negative_float,
+        type=non_negative_float,
         nargs="+",
         default=None,
         metavar="GAMMA",
@@ -311,7 +269,7 @@ def main(argv: Sequence[str], prog: str = PROGRAM) -> int:
             and args.max_step is not None
             and args.min_step > args.max_step
         ):
-            _fail(prog, f"--min_step {args.min_step} is after --max_step {args.max_step}")
+            fail(prog, f"--min_step {args.min_step} is after --max_step {args.max_step}")
         runner, run_dir = _offline, args.run_dir
     # torch, Lightning and the run only now that the arguments are known to be well formed.
     from lit_emergence.llc.offline import BadInputError, prepare
@@ -326,7 +284,7 @@ def main(argv: Sequence[str], prog: str = PROGRAM) -> int:
         )
         return runner(setup, args, prog)
     except BadInputError as error:
-        _fail(prog, str(error))
+        fail(prog, str(error))
     except OSError as error:  # a write that failed names its file (lit_emergence.records.files)
         where = f"{error.filename}: " if error.filename else ""
         sys.stderr.write(f"{prog}: error: {where}{error.strerror or error}\n")

@@ -23,7 +23,7 @@ from lit_emergence.callbacks.relation import (
     RelationScoreMonitor,
 )
 from lit_emergence.functional import classify_heads, head_class_names, impact_queries
-from lit_emergence.metrics import BandCollisionScore, CollisionScore
+from lit_emergence.metrics import BandCollisionScore
 from lit_emergence.plotting import (
     AttentionPanel,
     attention_panels,
@@ -228,9 +228,7 @@ class CollisionDetectionMonitor(RelationScoreMonitor):
         self, layers: int, heads: int, batch: Mapping[str, Tensor], device: torch.device
     ) -> dict[str, Metric]:
         """A collision score per variant, and the band scores when they can be measured."""
-        metrics: dict[str, Metric] = {
-            variant: CollisionScore(layers, heads).to(device) for variant in COLLISION_VARIANTS
-        }
+        metrics = super().new_metrics(layers, heads, batch, device)  # one per variant
         if self._bands_measurable(batch):
             height = float(self.box_height)  # known: _bands_measurable checked it
             metrics["bands"] = BandCollisionScore(layers, heads, height, self.num_bands).to(device)

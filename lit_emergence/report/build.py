@@ -527,6 +527,7 @@ def build_report(
                 reporter.events,
                 reporter.fits,
                 settings.distance_observable.name,
+                settings.time_axis,
             )
         )
         if "collision" in run.histories:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from lit_emergence.cli_aliases import replace_deprecated
+from lit_emergence.cli_args import OneLineErrorParser, non_negative_int, positive_int
 
 PROGRAM = "lit-emergence report"
 #: Old (dashed) option spellings -> the underscore spellings that replace them.
@@ -29,14 +30,6 @@ RENAMED = {
     "--rebuild-probe": "--rebuild_probe",
     "--wandb-project": "--wandb_project",
 }
-
-
-class _OneLineErrorParser(argparse.ArgumentParser):
-    """Argument errors as one ``lit-emergence report: error: ...`` line, exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        """Print the one-line error and exit with status 2."""
-        _error(message)
 
 
 def _error(message: str) -> NoReturn:
@@ -51,27 +44,13 @@ def _warn(message: str) -> None:
     tqdm.write(f"{PROGRAM}: warning: {message}", file=sys.stderr)
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def build_parser(prog: str = PROGRAM) -> argparse.ArgumentParser:
     """The ``report`` command's argument parser (``prog``: the name its usage line shows)."""
     # The choices and defaults the help shows; everything else is imported after parsing.
     from lit_emergence.records.schema import OBSERVABLE_BY_NAME
     from lit_emergence.report.build import DEFAULT_OBSERVABLES
 
-    parser = _OneLineErrorParser(
+    parser = OneLineErrorParser(
         prog=prog,
         description="Write the paper's figures (1, 2, 3, 5), per-head LLC curves and the\n"
         "exponent and head tables (CSV + Markdown) from one or several run directories;\n"
@@ -97,7 +76,7 @@ def build_parser(prog: str = PROGRAM) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--bootstrap",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=100,
         metavar="N",
         help="block-bootstrap replicates per power-law fit (0: Jacobian errors; default 100)",
@@ -111,7 +90,7 @@ def build_parser(prog: str = PROGRAM) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--figure1_heads",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="draw Figure 1 for each run's N best heads (default 1)",

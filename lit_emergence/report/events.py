@@ -44,6 +44,8 @@ class Phase:
         end_step: The step it ends at (exclusive), ``None`` if it lasts to the end of training.
         start: Its beginning on the report's time axis.
         end: Its end on the time axis (``inf`` if it lasts to the end of training).
+        height: The fraction of the box height below which the head is true when the phase
+            begins (the ``phase`` event's value; 1 for the second phase).
     """
 
     name: str
@@ -52,6 +54,7 @@ class Phase:
     end_step: int | None
     start: float
     end: float
+    height: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ class RunEvents:
                 end.event_step if end is not None else None,
                 time(begin),
                 time(end) if end is not None else math.inf,
+                begin.value,
             )
         ]
         if end is not None and end.value >= 1.0:
@@ -110,6 +114,7 @@ class RunEvents:
                     None,
                     time(end),
                     math.inf,
+                    end.value,
                 )
             )
         return phases

@@ -16,6 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lit_emergence.dynamics import TimeAxis
 from lit_emergence.records.run import Run
 from lit_emergence.records.schema import band_columns, head_label
 from lit_emergence.report.events import RunEvents
@@ -75,6 +76,7 @@ def phase_records(
     events: RunEvents | None,
     fits: Mapping[tuple[int, int, str], HeadFit],
     observable: str,
+    time_axis: TimeAxis,
 ) -> list[dict[str, Any]]:
     """Rows of ``phases.csv`` for one run.
 
@@ -84,6 +86,7 @@ def phase_records(
         events: Its emergence events (``None``: no phase columns).
         fits: The report's fits by ``(layer, head, observable name)``.
         observable: The observable whose approach fit the table shows.
+        time_axis: The report's time axis (of the phase times and durations).
 
     Returns:
         One row per partial or true head, or head with a phase by height, in head order.
@@ -91,11 +94,6 @@ def phase_records(
     rows = []
     for summary in summaries:
         layer, head = summary.layer, summary.head
-        time_axis = (
-            fits[layer, head, observable].time_axis
-            if ((layer, head, observable) in fits)
-            else "gradient_flow"
-        )
         phases = events.phases(layer, head, time_axis) if events is not None else []
         if summary.head_class not in ("true", "partial") and not phases:
             continue
@@ -110,17 +108,12 @@ def phase_records(
         }
         if phases:
             first = phases[0]
-            height = next(
-                e.value
-                for e in events.events  # type: ignore[union-attr]  # phases imply events
-                if (e.layer, e.head, e.event) == (layer, head, "phase")
-            )
             last = _last_time(run, time_axis)
             end = first.end if math.isfinite(first.end) else last
             row |= {
                 "phase_start_step": first.start_step,
                 "phase_start": first.start,
-                "phase_height": height,
+                "phase_height": first.height,
                 "phase_end_step": first.end_step if first.end_step is not None else "",
                 "phase_end": first.end if math.isfinite(first.end) else math.nan,
                 "first_phase_decades": (
@@ -136,11 +129,11 @@ def phase_records(
     return rows
 
 
-def _last_time(run: Run, time_axis: str) -> float:
+def _last_time(run: Run, time_axis: TimeAxis) -> float:
     collision = run.histories.get("collision")
     if collision is None or not len(collision):
         return math.nan
-    return float(collision.time(time_axis)[-1])  # type: ignore[arg-type]
+    return float(collision.time(time_axis)[-1])
 
 
 def phases_markdown(records: Sequence[Mapping[str, Any]]) -> str:
