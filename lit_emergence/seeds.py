@@ -33,23 +33,17 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import NoReturn
+
+from lit_emergence.cli_args import OneLineErrorParser, fail, non_negative_int
 
 PROGRAM = "lit-emergence seeds"
 STATUS_FILE = "seeds.csv"
 STATUS_FIELDS = ("seed", "run_dir", "status", "returncode", "wall_seconds", "finished_at")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        """One line on stderr, exit status 2 (argparse's usage block is noise here)."""
-        sys.stderr.write(f"{PROGRAM}: error: {message}\n")
-        raise SystemExit(2)
-
-
 def build_parser(prog: str = PROGRAM) -> argparse.ArgumentParser:
     """Return the argument parser of ``lit-emergence seeds`` (``prog``: its usage line's name)."""
-    parser = _Parser(
+    parser = OneLineErrorParser(
         prog=prog,
         # Written out line by line: argparse's wrapping would split options at their dashes.
         description="Train one config under several seeds (one run directory each), then\n"
@@ -60,7 +54,11 @@ def build_parser(prog: str = PROGRAM) -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", required=True, help="training config (YAML)")
     parser.add_argument(
-        "--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds (default 0-4)"
+        "--seeds",
+        type=non_negative_int,
+        nargs="+",
+        default=[0, 1, 2, 3, 4],
+        help="seeds (default 0-4)",
     )
     parser.add_argument(
         "--run_root",
@@ -116,11 +114,6 @@ def _environment(name: str, value: str) -> Iterator[None]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = old
-
-
-def _fail(message: str) -> NoReturn:
-    sys.stderr.write(f"{PROGRAM}: error: {message}\n")
-    raise SystemExit(2)
 
 
 def read_status(run_root: Path) -> dict[int, dict[str, str]]:
@@ -199,9 +192,9 @@ def main(argv: Sequence[str] | None = None, prog: str = PROGRAM) -> int:
     args = build_parser(prog).parse_args(argv)
     config = Path(args.config)
     if not config.is_file():
-        _fail(f"--config {config}: no such file")
-    if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
-        _fail(f"--seeds must be distinct non-negative integers, got {args.seeds}")
+        fail(prog, f"--config {config}: no such file")
+    if len(set(args.seeds)) != len(args.seeds):
+        fail(prog, f"--seeds must be distinct, got {args.seeds}")
     run_root = Path(args.run_root or Path("runs") / config.stem)
     run_root.mkdir(parents=True, exist_ok=True)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -122,24 +123,51 @@ def subprocess_env() -> dict:
 PYTHON = sys.executable
 
 
+def run_subprocess(
+    *args: str,
+    cwd: Path,
+    timeout: float = 600,
+    check: bool = True,
+    env: dict | None = None,
+    **popen_kwargs,
+) -> subprocess.CompletedProcess:
+    """Run ``python -m lit_emergence ARGS`` in ``cwd`` as a shell would, output captured.
+
+    Args:
+        *args: The command line after ``lit_emergence`` (e.g. ``"fit", "--config", path``).
+        cwd: Working directory.
+        timeout: Seconds before the test fails as hung.
+        check: Fail the test (with the tail of stderr) on a non-zero exit status.
+        env: Environment; ``subprocess_env()`` when None.
+        **popen_kwargs: Passed to ``subprocess.run`` (e.g. ``preexec_fn``).
+    """
+    result = subprocess.run(
+        [PYTHON, "-m", "lit_emergence", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=subprocess_env() if env is None else env,
+        **popen_kwargs,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 def run_single_and_ddp(config_path: Path, cwd: Path) -> None:
     """Fit ``config_path`` once in one process (runs/single) and once on 2 gloo ranks (runs/ddp)."""
-    import subprocess
-
-    common = [PYTHON, "-m", "lit_emergence", "fit", "--config", str(config_path)]
-    for run_dir, extra in (
-        ("runs/single", []),
-        ("runs/ddp", ["--trainer.devices=2", "--trainer.strategy=ddp"]),
-    ):
-        result = subprocess.run(
-            [*common, "--run_dir", run_dir, *extra],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env=subprocess_env(),
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
+    common = ["fit", "--config", str(config_path)]
+    run_subprocess(*common, "--run_dir", "runs/single", cwd=cwd, timeout=300)
+    run_subprocess(
+        *common,
+        "--run_dir",
+        "runs/ddp",
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp",
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def tiny_datamodule(cache_dir: Path) -> ParticleDataModule:

@@ -18,6 +18,7 @@ from conftest import (
     REPO_ROOT,
     read_rows,
     run_single_and_ddp,
+    run_subprocess,
     subprocess_env,
     tiny_config,
     tiny_datamodule,
@@ -417,23 +418,8 @@ def test_sigkill_and_resume_keeps_every_scheduled_step_exactly_once(in_tmp_dir):
     killed_at = max(int(r["step"]) for r in read_rows(history))
     assert killed_at < max_steps
 
-    result = subprocess.run(
-        [
-            PYTHON,
-            "-m",
-            "lit_emergence",
-            "fit",
-            *overrides,
-            "--ckpt_path",
-            "runs/q/checkpoints/last.ckpt",
-        ],
-        cwd=in_tmp_dir,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=subprocess_env(),
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    resume = ["--ckpt_path", "runs/q/checkpoints/last.ckpt"]
+    run_subprocess("fit", *overrides, *resume, cwd=in_tmp_dir, timeout=300)
     # The quickstart's monitors measure at 20 points per decade, the gauge monitor at its default.
     expected = {
         "collision_scores.csv": LogSchedule(points_per_decade=20).steps_up_to(max_steps),

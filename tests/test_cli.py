@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 import sys
 from pathlib import Path
 from unittest import mock
@@ -12,7 +11,7 @@ from unittest import mock
 import pytest
 import torch
 import yaml
-from conftest import PYTHON, subprocess_env, tiny_config
+from conftest import run_subprocess, tiny_config
 
 from lit_emergence.cli import main
 
@@ -111,10 +110,7 @@ def test_ddp_two_cpu_processes_train_on_different_samples(write_config, in_tmp_d
     config["trainer"]["max_steps"] = 6
     config["data"]["batch_size"] = 8
     config_path = write_config(config)
-    command = [
-        PYTHON,
-        "-m",
-        "lit_emergence",
+    run_subprocess(
         "fit",
         "--config",
         str(config_path),
@@ -122,11 +118,9 @@ def test_ddp_two_cpu_processes_train_on_different_samples(write_config, in_tmp_d
         "--trainer.devices=2",
         "--trainer.strategy=ddp",
         "--trainer.callbacks+=recording.RecordSampleIndices",
-    ]
-    result = subprocess.run(
-        command, cwd=in_tmp_dir, capture_output=True, text=True, timeout=300, env=subprocess_env()
+        cwd=in_tmp_dir,
+        timeout=300,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     run_dir = only_run_dir(in_tmp_dir)
     rank0 = json.loads((run_dir / "sample_indices_rank0.json").read_text())
     rank1 = json.loads((run_dir / "sample_indices_rank1.json").read_text())

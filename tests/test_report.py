@@ -311,7 +311,8 @@ def test_wandb_offline_upload_lands_inside_the_report(in_workdir):
     assert images == {p.stem for p in out.glob("*.png")}
     # Table files are named <table>_<step>_<hash>.table.json.
     tables = {p.name.rsplit("_", 2)[0] for p in files.glob("media/table/tables/*.table.json")}
-    assert tables == {"heads", "exponents", "events", "phases", "alignment", "alignment_summary"}
+    expected = {"heads", "exponents", "events", "phases", "llc_windows"}
+    assert tables == expected | {"alignment", "alignment_summary"}
     assert (files / "report.md").is_file() and (files / "phases.csv").is_file()
     # Copies inside the run, not symlinks out of it (wandb warns about every symlink).
     assert not any(path.is_symlink() for path in files.glob("*.*"))
@@ -403,6 +404,15 @@ def test_heads_of_several_runs_are_lined_up_with_the_first(in_workdir, capsys):
     )
     assert f"| align-c | head alignment | {reason}" in report
     assert reason in capsys.readouterr().err
+
+
+def test_a_run_is_named_as_given_not_after_a_symlinks_target(in_workdir):
+    run_dir = copy_run(in_workdir, "target")
+    alias = in_workdir / "runs" / "seed0"
+    alias.unlink(missing_ok=True)
+    alias.symlink_to(run_dir.name)  # runs/seed0 -> target, as a seed sweep links a first run
+    runs, _ = load_runs([alias, run_dir])
+    assert [run.name for run in runs] == ["seed0", "target"]
 
 
 def test_a_run_aligned_with_itself_is_the_identity_at_zero_gap(in_workdir):
@@ -1011,3 +1021,62 @@ def test_a_flat_decay_has_no_potential_reading():
     assert flat["alpha"] == pytest.approx(0.05, rel=1e-3)
     assert math.isnan(flat["potential_degree"]) and math.isnan(flat["lojasiewicz_exponent"])
     assert flat["note"].startswith("flat: the fit shrinks |O - O_inf| by a factor")
+
+
+def test_a_dense_llc_history_named_with_llc_gives_each_collision_head_its_window(
+    in_workdir, capsys
+):
+    run_dir = copy_run(in_workdir, "llc-window")
+    with_collision_heads(run_dir)  # L0H0 true, L0H1 partial
+    times = {
+        int(r["step"]): r["lr_integral"]
+        for r in read_rows(run_dir / "emergence" / "collision_scores.csv")
+    }
+    steps = sorted(step for step in times if step > 0)
+    onset, phase_start, became_true = steps[1], steps[2], steps[-3]
+    write_events(
+        run_dir,
+        [(0, "onset", onset, 0.3), (0, "phase", phase_start, 0.25), (0, "true", became_true, 0.95)],
+    )
+    # L0H0 below zero by far more than 2 SE before its first phase, flat at 5 in it; written
+    # where `lit-emergence llc --out llc/dense.csv` writes, with the monitor's columns.
+    header = list(read_rows(run_dir / "emergence" / "llc.csv")[0])
+    rows = []
+    for step in steps:
+        mean = -20.0 if step < phase_start else 5.0 + 0.01 * (step % 3)
+        row = dict.fromkeys(header, "")
+        row |= {
+            "step": step,
+            "lr_integral": times[step],
+            "component": "l0h0",
+            "llc_mean": mean,
+            "llc_std": 1.0,
+            "num_chains": 2,
+            "verdict": "ok",  # as rows written before the not-at-minimum verdict say
+        }
+        rows.append(row)
+    (run_dir / "llc").mkdir()
+    write_rows(run_dir / "llc" / "dense.csv", rows)
+
+    out = in_workdir / "out-llc-window"
+    args = [str(run_dir), "--out", str(out), "--llc", "llc/dense.csv", *FAST]
+    assert report_main(args) == 0
+    (row,) = read_rows(out / "llc_windows.csv")  # L0H1 (partial) has no per-head estimate
+    assert (row["layer"], row["head"], row["head_class"]) == ("0", "0", "true")
+    before_phase = sum(onset <= step < phase_start for step in steps)
+    assert int(row["emerging_not_at_minimum"]) == before_phase
+    assert int(row["first_phase_estimates"]) == len([s for s in steps if s >= phase_start])
+    assert row["first_phase_not_at_minimum"] == "0" and row["first_phase_trend"] == "flat"
+    assert float(row["final_llc"]) == pytest.approx(5.0 + 0.01 * (steps[-1] % 3))
+    document = (out / "report.md").read_text()
+    assert "## LLC through emergence" in document and "llc_emergence.png" in document
+    assert Image.open(out / "llc_emergence.png").size[0] >= 400
+    # Without --llc the monitor's sparse history cannot show a window, and the report says so.
+    sparse = in_workdir / "out-llc-sparse"
+    assert report_main([str(run_dir), "--out", str(sparse), *FAST]) == 0
+    assert not (sparse / "llc_emergence.png").exists()
+    assert "lit-emergence llc RUN_DIR --per_head" in (sparse / "report.md").read_text()
+    # A file that is not there is named among what was not computed.
+    missing = in_workdir / "out-llc-missing"
+    assert report_main([str(run_dir), "--out", str(missing), "--llc", "llc/none.csv", *FAST]) == 0
+    assert "llc/none.csv" in (missing / "report.md").read_text()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import PYTHON, read_rows, subprocess_env, tiny_config
+from conftest import read_rows, run_subprocess, subprocess_env, tiny_config
 
 from lit_emergence.data.batches import TrainBatchLoader
 from lit_emergence.records import load_run
@@ -74,7 +74,7 @@ def _fit(
     kill_rank: int = 0,
     kill_after: float | None = None,
 ) -> subprocess.CompletedProcess:
-    command = [PYTHON, "-m", "lit_emergence", "fit", *args]
+    command = ["fit", *args]
     if devices > 1:
         command += [f"--trainer.devices={devices}", "--trainer.strategy=ddp"]
     env = subprocess_env()
@@ -82,7 +82,7 @@ def _fit(
         env.update(KILL_AT_STEP=str(kill_at), KILL_RANK=str(kill_rank))
     if kill_after is not None:
         env.update(KILL_AFTER_SECONDS=str(kill_after), KILL_RANK=str(kill_rank))
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
+    return run_subprocess(*command, cwd=cwd, env=env, check=False)
 
 
 # A crash-on-cue callback in the config of every run that is killed (see recording.KillAtStep).
@@ -288,16 +288,8 @@ def test_a_full_disk_stops_the_run_in_one_line_and_it_resumes(uninterrupted):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    command = [PYTHON, "-m", "lit_emergence", "fit", "--config", "run.yaml", "--run_dir", "full"]
-    result = subprocess.run(
-        command,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=subprocess_env(),
-        preexec_fn=small_disk,
-    )
+    command = ["fit", "--config", "run.yaml", "--run_dir", "full"]
+    result = run_subprocess(*command, cwd=cwd, check=False, preexec_fn=small_disk)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if "error:" in line]

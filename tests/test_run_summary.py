@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PYTHON, subprocess_env, tiny_config, train
+from conftest import run_subprocess, tiny_config, train
 from lightning.pytorch.callbacks import ModelCheckpoint
 from test_detection import CrashAt, CrashError, scripted_attention
 
@@ -177,17 +176,9 @@ def _quiet_config(path: Path) -> Path:
 
 def test_ddp_run_summarises_on_rank_zero_with_a_quiet_console(in_tmp_dir):
     config = _quiet_config(in_tmp_dir / "tiny.yaml")
-    command = [PYTHON, "-m", "lit_emergence", "fit", "--config", str(config)]
-    command += ["--run_dir", "runs/ddp", "--trainer.devices=2", "--trainer.strategy=ddp"]
-    result = subprocess.run(
-        [*command, "--wandb", "disabled"],
-        cwd=in_tmp_dir,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=subprocess_env(),
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    command = ["fit", "--config", str(config), "--run_dir", "runs/ddp", "--wandb", "disabled"]
+    ddp = ["--trainer.devices=2", "--trainer.strategy=ddp"]
+    result = run_subprocess(*command, *ddp, cwd=in_tmp_dir, timeout=300)
     console = result.stdout + result.stderr
     (in_tmp_dir / "console.txt").write_text(console)
     assert console.count("what emerged") == 1  # rank 0 only

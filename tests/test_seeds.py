@@ -7,20 +7,13 @@ import subprocess
 
 import pytest
 import torch
-from conftest import PYTHON, subprocess_env, tiny_config
+from conftest import run_subprocess, tiny_config
 
 from lit_emergence.seeds import main as seeds_main
 
 
 def _seeds(args: list[str], cwd) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [PYTHON, "-m", "lit_emergence", "seeds", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=subprocess_env(),
-    )
+    return run_subprocess("seeds", *args, cwd=cwd, timeout=300, check=False)
 
 
 def _first_weight(run_dir) -> torch.Tensor:
@@ -90,7 +83,8 @@ def yaml_seed(run_dir) -> int:
     [
         (["--config", "missing.yaml"], "--config missing.yaml: no such file"),
         (["--config", "tiny.yaml", "--seeds", "1", "1"], "--seeds must be distinct"),
-        (["--config", "tiny.yaml", "--seeds", "x"], "invalid int value"),
+        (["--config", "tiny.yaml", "--seeds", "x"], "--seeds: 'x' is not an integer"),
+        (["--config", "tiny.yaml", "--seeds", "-1"], "--seeds: must be >= 0, got -1"),
     ],
 )
 def test_bad_arguments_one_line_error(write_config, in_tmp_dir, capsys, args, message):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PYTHON, REPO_ROOT, subprocess_env, tiny_config, train
+from conftest import REPO_ROOT, run_subprocess, tiny_config, train
 from lightning.pytorch.callbacks import ModelCheckpoint
 from test_detection import CrashAt, CrashError, scripted_attention
 
@@ -68,16 +68,7 @@ def _finished(run_dir: Path, timeout: float = 60.0) -> OfflineRun:
 
 
 def _fit(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [PYTHON, "-m", "lit_emergence", "fit", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=subprocess_env(),
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+    return run_subprocess("fit", *args, cwd=cwd)
 
 
 def test_quickstart_instruments_make_a_grouped_tagged_run_of_few_charts(in_tmp_dir):
@@ -183,16 +174,9 @@ def test_seeds_and_their_report_form_one_group_and_end_with_one_table(write_conf
         }
     )
     path = write_config(config)
-    command = [PYTHON, "-m", "lit_emergence", "seeds", "--config", str(path)]
-    result = subprocess.run(
-        [*command, "--seeds", "0", "1", "--run_root", "runs/s"],
-        cwd=in_tmp_dir,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=subprocess_env(),
+    result = run_subprocess(
+        "seeds", "--config", str(path), "--seeds", "0", "1", "--run_root", "runs/s", cwd=in_tmp_dir
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     root = in_tmp_dir / "runs" / "s"
     seeds = [read_offline_run(root / f"tiny-seed{seed}") for seed in (0, 1)]
     report = read_offline_run(root / "report")

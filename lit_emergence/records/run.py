@@ -239,12 +239,15 @@ def find_checkpoint(path: Path) -> Path | None:
     return candidates[-1] if candidates else None
 
 
-def load_run(path: str | Path, name: str | None = None) -> Run:
+def load_run(path: str | Path, name: str | None = None, llc_file: str | None = None) -> Run:
     """Read a run directory.
 
     Args:
         path: The run directory (made by ``lit-emergence fit``).
         name: Display name (default: the directory's name).
+        llc_file: The LLC history to read instead of ``emergence/llc.csv``, relative to the
+            run directory (e.g. ``llc/llc_calibrated.csv``, written by ``lit-emergence llc
+            --out``).
 
     Returns:
         The :class:`Run`; missing or unreadable pieces are listed in its ``problems``.
@@ -278,10 +281,12 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
         )
     histories: dict[str, History] = {}
     for short, spec in MEASURED.items():
+        file = path / llc_file if short == "llc" and llc_file else spec.path(path)
         try:
-            history = histories[short] = History.read(spec, spec.path(path))
+            history = histories[short] = History.read(spec, file)
         except Unavailable as reason:
-            problems.append(Problem(name, spec.relative, str(reason)))
+            where = llc_file if short == "llc" and llc_file else spec.relative
+            problems.append(Problem(name, where, str(reason)))
             continue
         if history.malformed:
             lines = ", ".join(map(str, history.malformed[:5]))

@@ -25,9 +25,10 @@ concept per module:
 """
 
 from lit_emergence.report.alignment import Alignment, align_runs
-from lit_emergence.report.build import DEFAULT_OBSERVABLES, ReportResult, build_report
+from lit_emergence.report.build import DEFAULT_OBSERVABLES, build_report
 from lit_emergence.report.fits import HeadFit, fit_head
 from lit_emergence.report.heads import HeadSummary, summarize_heads
+from lit_emergence.report.result import ReportResult
 
 __all__ = [
     "DEFAULT_OBSERVABLES",

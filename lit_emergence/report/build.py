@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,6 @@ from lit_emergence.report import figures
 from lit_emergence.report.alignment import (
     ALIGNMENT_ITEM,
     SUMMARY_COLUMNS,
-    Alignment,
     align_runs,
     alignment_markdown,
     write_alignment,
@@ -54,8 +54,16 @@ from lit_emergence.report.heads import (
     example_heads,
     summarize_heads,
 )
+from lit_emergence.report.llc_windows import (
+    LLC_WINDOW_COLUMNS,
+    HeadLLCWindow,
+    head_windows,
+    llc_window_records,
+    llc_windows_markdown,
+)
 from lit_emergence.report.phases import PHASE_COLUMNS, phase_records, phases_markdown
 from lit_emergence.report.probe import ProbeSamples, load_probe, pick_samples, uniform_score
+from lit_emergence.report.result import ReportResult
 from lit_emergence.report.tables import (
     HEAD_COLUMNS,
     head_records,
@@ -77,45 +85,17 @@ _MOVED_EVENTS = frozenset((*WARNING_EVENTS, "true"))
 ALIGNMENT_FIGURE = "Aligned heads — final collision score across runs"
 
 
-@dataclass
-class ReportResult:
-    """What :func:`build_report` wrote.
-
-    Attributes:
-        out_dir: The report directory.
-        runs: Names of the runs reported on.
-        files: File name (relative to ``out_dir``) -> path, for every file written.
-        figures: ``(title, path)`` of every figure, in reading order.
-        tables: Table name (``"heads"``, ``"exponents"``, ``"events"``, and with several
-            aligned runs ``"alignment"`` and ``"alignment_summary"``) -> its rows.
-        columns: Table name -> its column order (as in the CSV files).
-        problems: What could not be computed, and why (skipped runs included).
-        skipped: Paths that were not usable runs, with the reason.
-        alignment: The heads of several runs lined up with the first run's, or ``None``
-            (one run, ``checkpoint=False``, or fewer than two alignable runs).
-        captions: Figure title -> its caption (Figures 1 to 3).
-    """
-
-    out_dir: Path
-    runs: list[str] = field(default_factory=list)
-    files: dict[str, Path] = field(default_factory=dict)
-    figures: list[tuple[str, Path]] = field(default_factory=list)
-    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    columns: dict[str, list[str]] = field(default_factory=dict)
-    problems: list[Problem] = field(default_factory=list)
-    skipped: list[Problem] = field(default_factory=list)
-    alignment: Alignment | None = None
-    captions: dict[str, str] = field(default_factory=dict)
-
-
 def _safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def load_runs(run_dirs: Sequence[str | Path]) -> tuple[list[Run], list[Problem]]:
+def load_runs(
+    run_dirs: Sequence[str | Path], llc_file: str | None = None
+) -> tuple[list[Run], list[Problem]]:
     """Load every run directory; ones that are not runs are set aside with the reason.
 
     Runs whose directories share a name get ``-2``, ``-3`` ... appended, so files never clash.
+    ``llc_file`` (relative to each run directory) replaces ``emergence/llc.csv``.
 
     Returns:
         ``(runs, skipped)``.
@@ -124,12 +104,13 @@ def load_runs(run_dirs: Sequence[str | Path]) -> tuple[list[Run], list[Problem]]
     skipped: list[Problem] = []
     taken: set[str] = set()
     for run_dir in run_dirs:
-        base = _safe_name(Path(run_dir).resolve().name) or "run"
+        # The name given, not a symlink's target (runs/seeds/seed0 -> ../first-run is "seed0").
+        base = _safe_name(Path(os.path.abspath(run_dir)).name) or "run"
         name, index = base, 2
         while name in taken:
             name, index = f"{base}-{index}", index + 1
         try:
-            run = load_run(run_dir, name=name)
+            run = load_run(run_dir, name=name, llc_file=llc_file)
         except NotARunError as error:
             skipped.append(Problem(str(run_dir), "run", str(error)))
             continue
@@ -431,6 +412,7 @@ def build_report(
     warn: Callable[[str], None] | None = None,
     rebuild_probe: bool = False,
     figure2_above_uniform: bool = False,
+    llc_file: str | None = None,
 ) -> ReportResult:
     """Write the report of one or several runs into ``out_dir``.
 
@@ -456,6 +438,9 @@ def build_report(
             reason says to pass ``--rebuild_probe``).
         figure2_above_uniform: Figure 2 shows ``(score - u) / (1 - u)``, ``u`` each run's
             uniform-attention score on its probe set (``heads.csv`` has both scores either way).
+        llc_file: Each run's LLC history, relative to its directory, instead of
+            ``emergence/llc.csv`` (e.g. ``llc/llc_calibrated.csv`` from ``lit-emergence llc
+            --out``): the LLC panels, curves and the LLC-through-emergence table read it.
 
     Returns:
         The :class:`ReportResult`.
@@ -480,7 +465,7 @@ def build_report(
         warn=warn or (lambda message: None),
     )
     warn = settings.warn
-    runs, skipped = load_runs(run_dirs)
+    runs, skipped = load_runs(run_dirs, llc_file)
     runs = [run.on(time_axis) for run in runs]  # every history's `t` on the chosen axis
     if not runs:
         raise NotARunError("; ".join(p.reason for p in skipped) or "no run directory given")
@@ -494,6 +479,7 @@ def build_report(
     exponent_rows: list[dict[str, Any]] = []
     event_rows: list[dict[str, Any]] = []
     phase_rows: list[dict[str, Any]] = []
+    llc_windows: list[HeadLLCWindow] = []
     counts: list[tuple[str, dict[str, list[int]]]] = []
     uniform: dict[str, float] = {}
     # One load per checkpoint for Figures 1 and 3 and the alignment together.
@@ -517,7 +503,8 @@ def build_report(
             warn(str(problem))
         result.runs.append(run.name)
         summaries_by_run[run.name] = reporter.summaries
-        exponent_rows.extend(fit.record() for fit in reporter.fits.values())
+        fit_records = {key: fit.record() for key, fit in reporter.fits.items()}
+        exponent_rows.extend(fit_records.values())
         if reporter.events is not None:
             event_rows.extend(reporter.events.records())
         phase_rows.extend(
@@ -525,11 +512,12 @@ def build_report(
                 run,
                 reporter.summaries,
                 reporter.events,
-                reporter.fits,
+                fit_records,
                 settings.distance_observable.name,
                 settings.time_axis,
             )
         )
+        llc_windows.extend(head_windows(run, reporter.summaries, reporter.events))
         if "collision" in run.histories:
             counts.append((run.name, count_classes(reporter.summaries, run.num_layers)))
         run_table.append(
@@ -547,7 +535,13 @@ def build_report(
     if not checkpoint:
         result.problems.append(Problem("", "Figure 3", "skipped (--no_checkpoint)"))
     _cross_run_figures(
-        runs, counts, out, time_axis, result, uniform if figure2_above_uniform else None
+        runs,
+        counts,
+        llc_windows,
+        out,
+        time_axis,
+        result,
+        uniform if figure2_above_uniform else None,
     )
     alignment_section = _align_heads(
         runs, summaries_by_run, checkpoints if checkpoint else None, out, result
@@ -569,6 +563,14 @@ def build_report(
     result.files["phases.csv"] = write_csv(out / "phases.csv", PHASE_COLUMNS, phase_rows)
     result.files["phases.md"] = out / "phases.md"
     result.files["phases.md"].write_text(phases_markdown(phase_rows))
+    llc_window_rows = llc_window_records(llc_windows)
+    result.tables["llc_windows"] = llc_window_rows
+    result.columns["llc_windows"] = list(LLC_WINDOW_COLUMNS)
+    result.files["llc_windows.csv"] = write_csv(
+        out / "llc_windows.csv", LLC_WINDOW_COLUMNS, llc_window_rows
+    )
+    result.files["llc_windows.md"] = out / "llc_windows.md"
+    result.files["llc_windows.md"].write_text(llc_windows_markdown(llc_window_rows))
     for _, path in result.figures:
         result.files[path.name] = path
     result.files["report.md"] = write_document(
@@ -580,6 +582,7 @@ def build_report(
         exponent_rows=exponent_rows,
         event_rows=event_rows,
         phase_rows=phase_rows,
+        llc_window_rows=llc_window_rows,
         problems=result.problems,
         time_axis=time_axis,
         thresholds=runs[0].thresholds,
@@ -598,12 +601,13 @@ def _reading_order(title: str) -> int:
 def _cross_run_figures(
     runs: Sequence[Run],
     counts: Sequence[tuple[str, dict[str, list[int]]]],
+    llc_windows: Sequence[HeadLLCWindow],
     out: Path,
     time_axis: TimeAxis,
     result: ReportResult,
     uniform: Mapping[str, float] | None,
 ) -> None:
-    """Figures 2 and 5, over every run with collision scores.
+    """Figures 2 and 5 over every run with collision scores, and the LLC through emergence.
 
     ``uniform`` (run name -> uniform-attention score) puts Figure 2 above the uniform level.
     """
@@ -622,6 +626,11 @@ def _cross_run_figures(
             "Figure 5 — true and partial heads per block",
             "figure5_heads_per_block.png",
             lambda: figures.figure5(counts),
+        ),
+        (
+            "LLC through emergence — each collision head, every run",
+            "llc_emergence.png",
+            lambda: figures.llc_emergence(llc_windows, figures.TIME_LABELS[time_axis]),
         ),
     ):
         try:

@@ -116,6 +116,13 @@ def build_parser(prog: str = PROGRAM) -> argparse.ArgumentParser:
         "so that uniform attention sits at 0 (heads.csv has both scores either way)",
     )
     parser.add_argument(
+        "--llc",
+        default=None,
+        metavar="FILE",
+        help="each run's LLC history, relative to its directory, instead of emergence/llc.csv "
+        "(e.g. llc/llc_calibrated.csv, written by 'lit-emergence llc --out')",
+    )
+    parser.add_argument(
         "--wandb",
         choices=("disabled", "offline", "online"),
         default="disabled",
@@ -159,6 +166,7 @@ def main(argv: Sequence[str], prog: str = PROGRAM) -> int:
             warn=_warn,
             rebuild_probe=args.rebuild_probe,
             figure2_above_uniform=args.figure2_above_uniform,
+            llc_file=args.llc,
         )
     except NotARunError as error:
         _error(f"no usable run: {error}")

@@ -10,6 +10,7 @@ from lit_emergence.dynamics import TimeAxis
 from lit_emergence.records.errors import Problem
 from lit_emergence.report.figures import TIME_LABELS
 from lit_emergence.report.fits import AICC_TIE, MIN_DECAY_FACTOR
+from lit_emergence.report.llc_windows import MIN_TREND_POINTS, llc_windows_markdown
 from lit_emergence.report.phases import phases_markdown
 from lit_emergence.report.tables import (
     events_markdown,
@@ -69,6 +70,7 @@ def write_document(
     event_rows: Sequence[Mapping[str, Any]],
     problems: Sequence[Problem],
     phase_rows: Sequence[Mapping[str, Any]] = (),
+    llc_window_rows: Sequence[Mapping[str, Any]] = (),
     time_axis: TimeAxis,
     thresholds: tuple[float, float],
     n_bootstrap: int,
@@ -86,6 +88,7 @@ def write_document(
         exponent_rows: Rows of ``exponents.csv``.
         event_rows: Rows of ``events.csv``.
         phase_rows: Rows of ``phases.csv``.
+        llc_window_rows: Rows of ``llc_windows.csv``.
         problems: What could not be computed, and why.
         time_axis: The time axis used.
         thresholds: ``(true, partial)`` thresholds (of the first run).
@@ -141,6 +144,19 @@ def write_document(
         "`phases.csv` has full precision.)\n"
     )
     parts.append(phases_markdown(phase_rows) if phase_rows else "No collision head.\n")
+    parts.append(
+        "## LLC through emergence\n\n(Each collision head's per-head LLC estimates: how many "
+        "fall while it emerges (detector's onset to true) and in its first phase by height, how "
+        "many of them are below zero by two standard errors (no minimum there), and the trend "
+        "of the measured ones (verdict ok or not-converged) per decade of time, flat within two "
+        f"standard errors; unresolved with fewer than {MIN_TREND_POINTS}. "
+        "`llc_windows.csv` has full precision.)\n"
+    )
+    parts.append(
+        llc_windows_markdown(llc_window_rows)
+        if llc_window_rows
+        else "No collision head has per-head LLC estimates.\n"
+    )
     parts.append(
         "## Emergence events\n\n(Recorded by the run's `EmergenceDetector`, or the same detector "
         "replayed over its histories; the `source` column of `events.csv` says which. Figure 1 "

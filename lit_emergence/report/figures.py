@@ -11,7 +11,9 @@
 * :func:`figure5` — true and partial heads per block, per run;
 * :func:`alignment_scores` — final collision scores of the heads lined up across runs by the
   gauge-invariant matching, beside the same runs lined up by head index;
-* :func:`llc_curves` — every head's LLC (and the whole model's) over training.
+* :func:`llc_curves` — every head's LLC (and the whole model's) over training;
+* :func:`llc_emergence` — each collision head's LLC through its emergence window, every run,
+  each estimate coloured by its verdict.
 
 Figures 1 to 3 come with a caption (:class:`Captioned`), which ``report.md`` prints under them.
 Times are on a log axis, so the measurement at ``t = 0`` (the untrained model, and on the
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -32,6 +35,7 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from lit_emergence.plotting import (
     CONTACT_COLOUR,
@@ -51,9 +55,11 @@ from lit_emergence.report.alignment import Alignment
 from lit_emergence.report.attention import STATES, AttentionSnapshot
 from lit_emergence.report.figure1 import Figure1Data, PhaseView, figure1
 from lit_emergence.report.figure_style import (
+    _PHASE_COLOURS,
     CLASS_COLOURS,
     CLASS_NAMES,
     DPI,
+    EVENT_STYLES,
     TIME_LABELS,
     Captioned,
     _empty,
@@ -62,6 +68,7 @@ from lit_emergence.report.figure_style import (
     _positive,
 )
 from lit_emergence.report.heads import HeadSummary
+from lit_emergence.report.llc_windows import MIN_TREND_POINTS, HeadLLCWindow
 from lit_emergence.report.tables import number
 
 __all__ = [
@@ -75,6 +82,7 @@ __all__ = [
     "figure3",
     "figure5",
     "llc_curves",
+    "llc_emergence",
     "save",
 ]
 
@@ -503,6 +511,152 @@ def llc_curves(
     fig.suptitle(f"{run_name}: local learning coefficient", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+#: How each verdict's estimates are drawn in :func:`llc_emergence`: colour, marker, filled.
+_VERDICT_STYLES: dict[str, tuple[str, str, bool]] = {
+    "ok": ("black", "o", True),
+    "not-converged": ("tab:orange", "o", True),
+    "localisation-dominated": ("tab:blue", "s", False),
+    "not-at-minimum": ("tab:red", "v", False),
+    "diverged": ("0.5", "x", True),
+}
+_VERDICT_MEANINGS = {
+    "ok": "ok",
+    "not-converged": "not converged (trace still moving)",
+    "localisation-dominated": "localisation-dominated",
+    "not-at-minimum": "not at a minimum (< 0 by 2 SE)",
+    "diverged": "diverged",
+}
+# Below this |LLC| the y axis is linear, above it logarithmic (estimates span -10^3..10^4).
+_LLC_LINEAR_RANGE = 10.0
+
+
+def llc_emergence(windows: Sequence[HeadLLCWindow], time_label: str) -> Captioned:
+    """Each collision head's LLC through its emergence window, one panel per head.
+
+    Args:
+        windows: The heads' LLC windows (:func:`lit_emergence.report.llc_windows.head_windows`),
+            grouped by run (one row of panels per run).
+        time_label: Label of the time axis.
+
+    Returns:
+        The figure and its caption.
+
+    Raises:
+        Unavailable: If no head has :data:`MIN_TREND_POINTS` estimates at t > 0 (a history
+            measured a few times per run, as the monitor's light defaults do, cannot show a
+            window).
+    """
+    dense = [w for w in windows if np.sum(w.t > 0) >= MIN_TREND_POINTS]
+    if not dense:
+        raise Unavailable(
+            f"no collision head has {MIN_TREND_POINTS} per-head LLC estimates at t > 0 "
+            "(measure them densely after training: lit-emergence llc RUN_DIR --per_head)"
+        )
+    runs = list(dict.fromkeys(w.run for w in dense))
+    per_run = [[w for w in dense if w.run == run] for run in runs]
+    columns = max(len(mine) for mine in per_run)
+    fig, axes = plt.subplots(
+        len(runs),
+        columns,
+        figsize=(3.1 * columns, 2.5 * len(runs) + 0.9),
+        dpi=DPI,
+        squeeze=False,
+    )
+    times = np.concatenate([w.t[w.t > 0] for w in dense])
+    limits = (float(times.min()) / 1.3, float(times.max()) * 1.3)
+    seen: dict[str, Any] = {}
+    for row, mine in enumerate(per_run):
+        for column in range(columns):
+            ax = axes[row, column]
+            if column >= len(mine):
+                ax.set_visible(False)
+                continue
+            _llc_window_panel(ax, mine[column], seen)
+            ax.set_xlim(*limits)
+            if column == 0:
+                ax.set_ylabel("LLC (± 2 SE)", fontsize=8)
+    order = [*(k for k in _VERDICT_STYLES if k in seen), "phase", "onset", "true"]
+    handles = [seen[k] for k in order if k in seen]
+    legend = fig.legend(
+        handles=handles, loc="upper center", ncol=min(4, len(handles)), fontsize=7.5
+    )
+    fig.supxlabel(time_label, fontsize=9)
+    # Leave the legend its measured height above the panels.
+    fig.canvas.draw()
+    legend_height = legend.get_window_extent().height / fig.dpi + 0.1
+    fig.tight_layout(rect=(0, 0, 1, 1 - legend_height / fig.get_figheight()))
+    caption = (
+        "Each partial or true head's weight-refined LLC over training (one row per run), each "
+        "estimate ± two standard errors of the chain mean, coloured by its verdict; where a "
+        f"panel's estimates reach past ±{2 * _LLC_LINEAR_RANGE:g}, its y axis is linear within "
+        f"±{_LLC_LINEAR_RANGE:g} and logarithmic beyond. Shaded: the head's "
+        "first phase by height; dotted: the detector's onset; solid: the head became true. "
+        "Only black and orange points measure an LLC: a red triangle lies below zero by more "
+        "than two standard errors (the chains found lower loss than the checkpoint: no "
+        "minimum there)."
+    )
+    return Captioned(fig, caption)
+
+
+def _llc_window_panel(ax: Any, window: HeadLLCWindow, seen: dict[str, Any]) -> None:
+    """One head's panel of :func:`llc_emergence`; adds its legend handles to ``seen``."""
+    drawable = window.t > 0
+    for verdict, (colour, marker, filled) in _VERDICT_STYLES.items():
+        keep = drawable & (window.verdicts == verdict)
+        if not np.any(keep):
+            continue
+        errors = np.where(np.isfinite(window.sem[keep]), 2 * window.sem[keep], 0.0)
+        drawn = ax.errorbar(
+            window.t[keep],
+            window.mean[keep],
+            yerr=errors,
+            fmt=marker,
+            color=colour,
+            markerfacecolor=colour if filled else "none",
+            markersize=3.5,
+            elinewidth=0.7,
+            capsize=1.5,
+            label=_VERDICT_MEANINGS[verdict],
+        )
+        seen.setdefault(verdict, drawn)
+    other = drawable & ~np.isin(window.verdicts, list(_VERDICT_STYLES))
+    if np.any(other):
+        ax.plot(window.t[other], window.mean[other], "o", color="0.7", markersize=3)
+    ax.plot(window.t[drawable], window.mean[drawable], "-", color="0.6", linewidth=0.6, zorder=0)
+    last = float(np.max(window.t[drawable]))
+    phase = window.first_phase
+    if phase is not None and phase.start > 0:
+        shade = ax.axvspan(
+            phase.start,
+            min(phase.end, last * 1.05),
+            color=_PHASE_COLOURS["first phase"],
+            alpha=0.15,
+            linewidth=0,
+            label=f"first phase by height (true below {phase.height:.2g} of the box only)",
+        )
+        seen.setdefault("phase", shade)
+    for name, event in (("onset", window.onset), ("true", window.became_true)):
+        if event is None or not event[1] > 0:
+            continue
+        colour, style, text = EVENT_STYLES[name]
+        ax.axvline(event[1], color=colour, linestyle=style, linewidth=1.0)
+        seen.setdefault(name, Line2D([], [], color=colour, linestyle=style, label=text))
+    ax.axhline(0.0, color="0.3", linewidth=0.6)
+    reach = np.abs(window.mean[drawable]) + np.nan_to_num(2 * window.sem[drawable])
+    if np.nanmax(reach) > 2 * _LLC_LINEAR_RANGE:
+        ax.set_yscale("symlog", linthresh=_LLC_LINEAR_RANGE)
+        # Plain numbers (10, -100), not the symlog default's 8.90163 x 10^0.
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    _log_time_axis(ax)
+    ax.tick_params(labelsize=7)
+    summary = window.summary
+    ax.set_title(
+        f"{window.run} {window.label} ({summary.head_class}, {summary.score:.2f})",
+        fontsize=8,
+    )
 
 
 def save(fig: Figure, path: str) -> None:

@@ -20,7 +20,6 @@ from lit_emergence.dynamics import TimeAxis
 from lit_emergence.records.run import Run
 from lit_emergence.records.schema import band_columns, head_label
 from lit_emergence.report.events import RunEvents
-from lit_emergence.report.fits import HeadFit
 from lit_emergence.report.heads import HeadSummary
 from lit_emergence.report.tables import markdown_table, number, plus_minus
 
@@ -74,7 +73,7 @@ def phase_records(
     run: Run,
     summaries: Sequence[HeadSummary],
     events: RunEvents | None,
-    fits: Mapping[tuple[int, int, str], HeadFit],
+    fit_records: Mapping[tuple[int, int, str], Mapping[str, Any]],
     observable: str,
     time_axis: TimeAxis,
 ) -> list[dict[str, Any]]:
@@ -84,7 +83,8 @@ def phase_records(
         run: The run.
         summaries: Its heads at the end of training.
         events: Its emergence events (``None``: no phase columns).
-        fits: The report's fits by ``(layer, head, observable name)``.
+        fit_records: The report's fits as ``exponents.csv`` rows, by ``(layer, head,
+            observable name)``.
         observable: The observable whose approach fit the table shows.
         time_axis: The report's time axis (of the phase times and durations).
 
@@ -121,9 +121,8 @@ def phase_records(
                 ),
                 "first_phase_to_end": first.end_step is None,
             }
-        fit = fits.get((layer, head, observable))
-        if fit is not None:
-            record = fit.record()
+        record = fit_records.get((layer, head, observable))
+        if record is not None:
             row |= {column: record[column] for column in _FIT_COLUMNS}
         rows.append({column: row.get(column, "") for column in PHASE_COLUMNS})
     return rows

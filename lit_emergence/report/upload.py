@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from lit_emergence.records.errors import Unavailable
-from lit_emergence.report.build import ReportResult
+from lit_emergence.report.result import ReportResult
 
 
 def upload_report(
