@@ -153,7 +153,9 @@ def trend(t: np.ndarray, mean: np.ndarray, sem: np.ndarray, not_measured: int = 
     # Unweighted: the residual variance is the noise; weighted: only inflate, never shrink.
     scale = scatter if not weighted else max(1.0, scatter)
     slope, error = float(coefficients[1]), float(math.sqrt(covariance[1, 1] * scale))
-    if not math.isfinite(error) or abs(slope) <= 2 * error:
+    if not math.isfinite(error):
+        answer = "unresolved: no error on the slope"
+    elif abs(slope) <= 2 * error:
         answer = "flat"
     else:
         answer = "rising" if slope > 0 else "falling"
