@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
+from report_helpers import history, summary_of
 
 from lit_emergence.records.errors import Unavailable
 from lit_emergence.records.run import History
 from lit_emergence.report import figures
 from lit_emergence.report.events import Phase
-from lit_emergence.report.heads import HeadSummary
 from lit_emergence.report.llc_windows import (
     MIN_TREND_POINTS,
     HeadLLCWindow,
@@ -23,9 +22,7 @@ from lit_emergence.report.llc_windows import (
 
 
 def llc_history(rows: list[dict[str, object]]) -> History:
-    rows = [{"step": index, **row} for index, row in enumerate(rows)]
-    columns = {key: np.array([str(row[key]) for row in rows], dtype=object) for key in rows[0]}
-    return History("llc", Path("llc.csv"), columns)
+    return history("llc", [{"step": index, **row} for index, row in enumerate(rows)])
 
 
 def test_rows_below_zero_by_two_standard_errors_are_judged_not_at_minimum():
@@ -82,27 +79,6 @@ def test_trend_without_enough_measured_estimates_is_unresolved_and_says_why():
     assert unweighted.slope == pytest.approx(slope)
 
 
-def summary(layer: int = 1, head: int = 0, head_class: str = "true") -> HeadSummary:
-    nan = math.nan
-    return HeadSummary(
-        run="run",
-        layer=layer,
-        head=head,
-        step=100,
-        score=0.95,
-        uniform_score=nan,
-        score_above_uniform=nan,
-        strict=nan,
-        impact=nan,
-        head_class=head_class,
-        query_spearman=nan,
-        pearson=nan,
-        g_contact=nan,
-        llc=nan,
-        llc_std=nan,
-    )
-
-
 def window(verdicts: list[str], first_phase: Phase | None) -> HeadLLCWindow:
     steps = np.array([10, 20, 40, 80, 160, 320, 640, 1280])[: len(verdicts)]
     mean = np.array(
@@ -110,7 +86,7 @@ def window(verdicts: list[str], first_phase: Phase | None) -> HeadLLCWindow:
     )
     return HeadLLCWindow(
         run="run",
-        summary=summary(),
+        summary=summary_of(0.95, layer=1),
         step=steps,
         t=steps / 100.0,
         mean=mean,

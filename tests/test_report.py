@@ -21,6 +21,7 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from PIL import Image
+from report_helpers import history, summary_of
 
 from lit_emergence.gauge import apply_gauge, random_gauge
 from lit_emergence.module import LearnedSimulator
@@ -31,7 +32,7 @@ from lit_emergence.plotting import (
     draw_attention,
 )
 from lit_emergence.records.errors import Unavailable
-from lit_emergence.records.run import History, load_run
+from lit_emergence.records.run import load_run
 from lit_emergence.records.schema import OBSERVABLE_BY_NAME, SCHEDULED_CHECKPOINT
 from lit_emergence.report import build_report, figures
 from lit_emergence.report.alignment import SUMMARY_COLUMNS, align_runs
@@ -46,7 +47,7 @@ from lit_emergence.report.fits import (
     HeadFit,
     fit_trajectory,
 )
-from lit_emergence.report.heads import HeadSummary, summarize_heads
+from lit_emergence.report.heads import summarize_heads
 from lit_emergence.report.probe import pick_samples
 from lit_emergence.report.tables import HEAD_COLUMNS, NEVER_MOVED
 
@@ -556,12 +557,6 @@ def test_missing_probe_set_is_re_simulated_only_with_rebuild_probe(
 # ------------------------------------------------------------------ figures (issue 14, item 4)
 
 
-def history(name: str, rows: list[dict[str, float | int | str]]) -> History:
-    """A history made in memory, as ``History.read`` makes it from a CSV file."""
-    columns = {key: np.array([str(row[key]) for row in rows], dtype=object) for key in rows[0]}
-    return History(name, Path(f"{name}.csv"), columns)
-
-
 def synthetic_head(bands: int = 4) -> dict[str, Any]:
     """One head's histories over 10 000 steps with a 100-step warm-up, and what they show.
 
@@ -613,15 +608,6 @@ def head_fit(observable: str, t: np.ndarray, y: np.ndarray) -> HeadFit:
     spec = OBSERVABLE_BY_NAME[observable]
     fitted = fit_trajectory(t, y, spec.kind, n_bootstrap=0)
     return HeadFit("synthetic", 0, 0, "true", spec, "gradient_flow", **fitted)
-
-
-def summary_of(score: float, head_class: str = "true", layer: int = 0, head: int = 0):
-    """A head's final values with only the score and class known."""
-    nan = float("nan")
-    known = {"run": "synthetic", "layer": layer, "head": head, "step": 10_000}
-    known |= {"score": score, "head_class": head_class}
-    fields = {f.name: nan for f in dataclasses.fields(HeadSummary)}
-    return HeadSummary(**(fields | known))
 
 
 def lines_missing_from_legends(figure: Figure) -> list[tuple[str, str]]:

@@ -281,18 +281,17 @@ def load_run(path: str | Path, name: str | None = None, llc_file: str | None = N
         )
     histories: dict[str, History] = {}
     for short, spec in MEASURED.items():
-        file = path / llc_file if short == "llc" and llc_file else spec.path(path)
+        relative = llc_file if short == "llc" and llc_file else spec.relative
         try:
-            history = histories[short] = History.read(spec, file)
+            history = histories[short] = History.read(spec, path / relative)
         except Unavailable as reason:
-            where = llc_file if short == "llc" and llc_file else spec.relative
-            problems.append(Problem(name, where, str(reason)))
+            problems.append(Problem(name, relative, str(reason)))
             continue
         if history.malformed:
             lines = ", ".join(map(str, history.malformed[:5]))
             more = ", ..." if len(history.malformed) > 5 else ""
             reason = f"{len(history.malformed)} malformed rows left out (lines {lines}{more})"
-            problems.append(Problem(name, spec.relative, reason))
+            problems.append(Problem(name, relative, reason))
     if not histories:
         files = ", ".join(spec.relative for spec in MEASURED.values())
         raise NotARunError(

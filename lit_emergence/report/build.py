@@ -558,19 +558,16 @@ def build_report(
         events=list(EVENT_TABLE_COLUMNS),
     )
     result.files.update(write_tables(out, head_rows, exponent_rows, event_rows))
-    result.tables["phases"] = phase_rows
-    result.columns["phases"] = list(PHASE_COLUMNS)
-    result.files["phases.csv"] = write_csv(out / "phases.csv", PHASE_COLUMNS, phase_rows)
-    result.files["phases.md"] = out / "phases.md"
-    result.files["phases.md"].write_text(phases_markdown(phase_rows))
     llc_window_rows = llc_window_records(llc_windows)
-    result.tables["llc_windows"] = llc_window_rows
-    result.columns["llc_windows"] = list(LLC_WINDOW_COLUMNS)
-    result.files["llc_windows.csv"] = write_csv(
-        out / "llc_windows.csv", LLC_WINDOW_COLUMNS, llc_window_rows
-    )
-    result.files["llc_windows.md"] = out / "llc_windows.md"
-    result.files["llc_windows.md"].write_text(llc_windows_markdown(llc_window_rows))
+    for name, columns, rows, markdown in (
+        ("phases", PHASE_COLUMNS, phase_rows, phases_markdown),
+        ("llc_windows", LLC_WINDOW_COLUMNS, llc_window_rows, llc_windows_markdown),
+    ):
+        result.tables[name] = rows
+        result.columns[name] = list(columns)
+        result.files[f"{name}.csv"] = write_csv(out / f"{name}.csv", columns, rows)
+        result.files[f"{name}.md"] = out / f"{name}.md"
+        result.files[f"{name}.md"].write_text(markdown(rows))
     for _, path in result.figures:
         result.files[path.name] = path
     result.files["report.md"] = write_document(

@@ -57,6 +57,11 @@ class Phase:
     height: float = math.nan
 
 
+def event_time(event: EmergenceEvent, time_axis: TimeAxis) -> float:
+    """When an event happened on the report's time axis (``event_step`` or its ``lr_integral``)."""
+    return float(event.event_lr_integral if time_axis == "gradient_flow" else event.event_step)
+
+
 @dataclass(frozen=True)
 class RunEvents:
     """The emergence events of one run.
@@ -74,22 +79,13 @@ class RunEvents:
     def for_head(self, layer: int, head: int, time_axis: TimeAxis) -> list[tuple[float, str]]:
         """``(time the event refers to, event name)`` of one head, for Figure 1's markers."""
         return [
-            (
-                float(e.event_lr_integral if time_axis == "gradient_flow" else e.event_step),
-                str(e.event),
-            )
+            (event_time(e, time_axis), str(e.event))
             for e in self.events
             if (e.layer, e.head) == (layer, head)
         ]
 
     def phases(self, layer: int, head: int, time_axis: TimeAxis) -> list[Phase]:
         """The head's phases by height, in order (none without a ``phase`` event)."""
-
-        def time(event: EmergenceEvent) -> float:
-            return float(
-                event.event_lr_integral if time_axis == "gradient_flow" else event.event_step
-            )
-
         mine = {e.event: e for e in self.events if (e.layer, e.head) == (layer, head)}
         begin, end = mine.get("phase"), mine.get("phase_end")
         if begin is None:
@@ -100,8 +96,8 @@ class RunEvents:
                 f"true below {begin.value:.2g} of the box height only",
                 begin.event_step,
                 end.event_step if end is not None else None,
-                time(begin),
-                time(end) if end is not None else math.inf,
+                event_time(begin, time_axis),
+                event_time(end, time_axis) if end is not None else math.inf,
                 begin.value,
             )
         ]
@@ -112,7 +108,7 @@ class RunEvents:
                     "true at every height",
                     end.event_step,
                     None,
-                    time(end),
+                    event_time(end, time_axis),
                     math.inf,
                     end.value,
                 )

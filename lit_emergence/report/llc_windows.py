@@ -31,10 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from lit_emergence.dynamics import TimeAxis
 from lit_emergence.llc.diagnostics import below_zero
 from lit_emergence.records.run import History, Run
 from lit_emergence.records.schema import head_label, llc_component
-from lit_emergence.report.events import Phase, RunEvents
+from lit_emergence.report.events import Phase, RunEvents, event_time
 from lit_emergence.report.heads import HeadSummary
 from lit_emergence.report.tables import markdown_table, number, plus_minus
 
@@ -48,6 +49,7 @@ __all__ = [
     "judged_verdicts",
     "llc_window_records",
     "llc_windows_markdown",
+    "standard_errors",
     "trend",
 ]
 
@@ -84,22 +86,28 @@ LLC_WINDOW_COLUMNS: tuple[str, ...] = (
 )
 
 
-def judged_verdicts(llc: History) -> np.ndarray:
+def standard_errors(llc: History) -> np.ndarray:
+    """Each row's standard error of the chain mean: ``llc_std / sqrt(num_chains)`` (else NaN)."""
+    rows = len(llc)
+    std = llc.floats("llc_std") if "llc_std" in llc.columns else np.full(rows, np.nan)
+    chains = llc.floats("num_chains") if "num_chains" in llc.columns else np.full(rows, np.nan)
+    with np.errstate(invalid="ignore"):
+        return np.where(chains >= 1, std / np.sqrt(np.where(chains >= 1, chains, 1.0)), np.nan)
+
+
+def judged_verdicts(llc: History, sem: np.ndarray | None = None) -> np.ndarray:
     """Each row's verdict, ``not-at-minimum`` wherever the estimate is below zero by 2 SE.
 
     Rows written before that verdict existed say ``ok`` (or another verdict) for such an
-    estimate; ``diverged`` is kept (it takes precedence, as in the estimator). The standard
-    error is the spread over chains over ``sqrt(num_chains)``.
+    estimate; ``diverged`` is kept (it takes precedence, as in the estimator). ``sem``: the
+    rows' :func:`standard_errors`, when the caller has them already.
     """
-    rows = len(llc)
-    written = llc.columns.get("verdict", np.full(rows, "", dtype=object))
+    written = llc.columns.get("verdict", np.full(len(llc), "", dtype=object))
     mean = llc.floats("llc_mean")
-    std = llc.floats("llc_std") if "llc_std" in llc.columns else np.full(rows, np.nan)
-    chains = llc.floats("num_chains") if "num_chains" in llc.columns else np.full(rows, np.nan)
+    sem = standard_errors(llc) if sem is None else sem
     judged = np.array([str(v) if v else "ok" for v in written], dtype=object)
-    for index in range(rows):
-        sem = std[index] / math.sqrt(chains[index]) if chains[index] >= 1 else math.nan
-        if judged[index] != "diverged" and below_zero(float(mean[index]), float(sem)):
+    for index in range(len(llc)):
+        if judged[index] != "diverged" and below_zero(float(mean[index]), float(sem[index])):
             judged[index] = "not-at-minimum"
     return judged
 
@@ -223,13 +231,12 @@ class HeadLLCWindow:
 
 
 def _event(
-    events: RunEvents | None, layer: int, head: int, name: str, time_axis: str
+    events: RunEvents | None, layer: int, head: int, name: str, time_axis: TimeAxis
 ) -> tuple[int, float] | None:
     """``(step, time on the axis)`` of a head's event, ``None`` if it has none."""
     for event in events.events if events is not None else ():
         if (event.layer, event.head, event.event) == (layer, head, name):
-            time = event.event_step if time_axis == "step" else event.event_lr_integral
-            return int(event.event_step), float(time)
+            return int(event.event_step), event_time(event, time_axis)
     return None
 
 
@@ -250,7 +257,8 @@ def head_windows(
     llc = run.histories.get("llc")
     if llc is None or not len(llc):
         return []
-    verdicts = judged_verdicts(llc)
+    sem = standard_errors(llc)
+    verdicts = judged_verdicts(llc, sem)
     windows = []
     collision = [s for s in summaries if s.head_class in ("true", "partial")]
     collision.sort(key=lambda s: (s.head_class != "true", -s.score))
@@ -260,26 +268,17 @@ def head_windows(
         if not np.any(mask):
             continue
         rows = llc.where(mask)
-        order = np.argsort(rows.floats("step"), kind="stable")
-        chains = rows.floats("num_chains") if "num_chains" in rows.columns else None
-        std = rows.floats("llc_std") if "llc_std" in rows.columns else None
-        sem = (
-            std / np.sqrt(chains)
-            if std is not None and chains is not None
-            else np.full(len(rows), np.nan)
-        )
-        step = rows.floats("step")[order].astype(int)
-        t = rows.t[order]
+        steps = rows.floats("step")
+        order = np.argsort(steps, kind="stable")
         phases = events.phases(summary.layer, summary.head, time_axis) if events else []
-
         windows.append(
             HeadLLCWindow(
                 run=run.name,
                 summary=summary,
-                step=step,
-                t=t,
+                step=steps[order].astype(int),
+                t=rows.t[order],
                 mean=rows.floats("llc_mean")[order],
-                sem=sem[order],
+                sem=sem[mask][order],
                 verdicts=verdicts[mask][order],
                 onset=_event(events, summary.layer, summary.head, "onset", time_axis),
                 became_true=_event(events, summary.layer, summary.head, "true", time_axis),
