@@ -27,6 +27,10 @@ Examples::
     python benchmarks/llc.py --layers 2 --width 64 --particles 16 --batch 64 \
         --chains 4 --draws 40 --burnin 10 --head-chains 2 --threads 1   # CPU, a few minutes
 
+Per head, ``--count-flops`` also prints the matrix-multiply FLOPs of one chain step on each
+side, block by block: on a CPU with few threads the time follows them, so their ratio bounds
+the per-head speed-up there (docs/performance.md).
+
 On a CPU shared with other jobs, ``--threads 1`` avoids OpenMP oversubscription, which can
 slow small kernels by an order of magnitude (both sides run with the same thread count), and
 ``--clock cpu`` times by the process's CPU time, which other jobs on the machine disturb less
@@ -48,6 +52,8 @@ import torch
 import torch.nn.functional as F
 from simulated_data import simulated_datamodule
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
 from lit_emergence.llc import (
     LLCResult,
@@ -107,6 +113,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--diagnostics", action="store_true",
         help="also run the localisation check and the MALA acceptance (the loop has neither)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--count-flops", action="store_true",
+        help="per head: also count the matmul FLOPs of one chain step on each side, by block",
     )  # fmt: skip
     parser.add_argument(
         "--no-prefix-cache", action="store_true",
@@ -400,6 +410,8 @@ def run_heads(model, batches, args, n_beta) -> None:
                 )
         return estimates
 
+    if args.count_flops:
+        compare_flops(model, batches, args, n_beta)
     loop_seconds, loop = timed(args.device, loop_all_heads)
     print(f"loop        : {loop_seconds:8.2f} s")
     print(f"speed-up vs loop: {loop_seconds / seconds:6.2f}x")
@@ -412,6 +424,51 @@ def run_heads(model, batches, args, n_beta) -> None:
             f"loop {describe(loop[name])}   ({z:.1f} SE)"
         )
     print(f"heads whose estimates agree within 3.5 SE: {agreeing} of {num_heads}")
+
+
+def matmul_flops(fn: Callable[[], object]) -> int:
+    """Matrix-multiply FLOPs of ``fn()``; attention through its math path, which is counted."""
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def flops_per_chain_step(run: Callable[[int], object], chains: int) -> float:
+    """FLOPs of one chain step of ``run(steps)``: 6 steps minus 2 steps, so setup cancels."""
+    return (matmul_flops(lambda: run(6)) - matmul_flops(lambda: run(2))) / (4 * chains)
+
+
+def compare_flops(model, batches, args, n_beta) -> None:
+    """Matmul FLOPs per chain step, vectorised (one block's heads together) vs the loop.
+
+    On a CPU at small thread counts the time of a step follows its matmul work, so the ratio
+    of the totals bounds the speed-up of any scheme that does the vectorised side's work.
+    """
+    common = {**sgld_settings(args, args.head_chains, n_beta), "num_burnin": 0}
+    restrictions = attention_head_restrictions(model, include_model=False)
+    totals = [0.0, 0.0]
+    for layer in range(args.layers):
+        block = {k: v for k, v in restrictions.items() if k.startswith(f"l{layer}h")}
+        vectorised = flops_per_chain_step(
+            lambda steps, block=block: estimate_llc_many(
+                model, loss_fn, batches, block, **{**common, "num_draws": steps}
+            ),
+            len(block) * args.head_chains,
+        )
+        masks = attention_head_restriction(model, layer, 0)
+
+        def one_loop_chain(steps: int, masks: dict[str, Tensor] = masks) -> Tensor:
+            chain_args = argparse.Namespace(**{**vars(args), "burnin": 0, "draws": steps})
+            return loop_chain(model, batches, masks, chain_args, n_beta, seed=0)
+
+        loop = flops_per_chain_step(one_loop_chain, 1)
+        totals[0] += vectorised * len(block)
+        totals[1] += loop * len(block)
+        print(
+            f"  block {layer} heads: {vectorised / 1e6:9.1f} MFLOP per chain step vectorised, "
+            f"{loop / 1e6:9.1f} loop ({loop / vectorised:.2f}x fewer)"
+        )
+    print(f"matmul FLOPs, all heads: loop / vectorised = {totals[1] / totals[0]:.2f}")
 
 
 def devinterp_heads(model, batches, args, n_beta, results, vectorised_seconds) -> None:

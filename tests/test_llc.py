@@ -302,27 +302,48 @@ def test_restrictions_are_grouped_by_the_tensors_they_sample():
     assert groups == [["model"], [f"l0h{h}" for h in range(4)], [f"l1h{h}" for h in range(4)]]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("sampler", ["sgld", "rmsprop_sgld"])
-def test_cuda_graph_replay_equals_eager(sampler):
-    """Whole model + a head, graphed vs eager on the GPU: the same chains up to round-off."""
-    model = make_transformer().cuda()
-    batches = [{k: v.cuda() for k, v in batch.items()} for batch in make_particle_batches()]
-    restrictions = {"model": None, "l1h3": attention_head_restriction(model, 1, 3)}
-    kwargs = dict(
-        sampler=sampler, step_size=1e-3, localization=100.0, num_chains=3, num_draws=20,
-        num_burnin=5, generator=11,
-    )  # fmt: skip
-    eager = estimate_llc_many(model, particle_loss, batches, restrictions, **kwargs)
-    graphed = estimate_llc_many(
-        model, particle_loss, batches, restrictions, cuda_graph=True, **kwargs
-    )
-    for name in restrictions:
-        # float64 on the GPU; the same kernels in the same order, so agreement is near exact
-        torch.testing.assert_close(
-            graphed[name].loss_trace, eager[name].loss_trace, rtol=1e-9, atol=1e-12
+NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+# one head on the CPU: one compiled graph, which is what the suite can afford there
+FAST_PATHS = [
+    pytest.param({"compile": True}, "cpu", ["l1h3"], id="compile-cpu"),
+    *[
+        pytest.param(
+            {"cuda_graph": True, "sampler": sampler},
+            "cuda",
+            ["model", "l1h3"],
+            marks=NEEDS_CUDA,
+            id=f"cuda-graph-{sampler}",
         )
-        assert graphed[name].hyperparameters["device"].startswith("cuda")
+        for sampler in ("sgld", "rmsprop_sgld")
+    ],
+]
+
+
+@pytest.mark.parametrize(("options", "device", "components"), FAST_PATHS)
+def test_fast_paths_equal_eager(options, device, components):
+    """``compile`` (on the CPU) and CUDA-graph replay (on the GPU) run the same chains as eager.
+
+    float64: compiling fuses and reorders element-wise work, a graph replays the same kernels,
+    so both agree with eager to round-off (1e-9 relative), far below the chains' spread.
+    """
+    model = make_transformer().to(device)
+    batches = [{k: v.to(device) for k, v in batch.items()} for batch in make_particle_batches()]
+    named = {"model": None, "l1h3": attention_head_restriction(model, 1, 3)}
+    restrictions = {name: named[name] for name in components}
+    kwargs = dict(
+        step_size=1e-3, localization=100.0, num_chains=3, num_draws=8, num_burnin=2, generator=11
+    )
+    kwargs["sampler"] = options.get("sampler", "sgld")
+    eager = estimate_llc_many(model, particle_loss, batches, restrictions, **kwargs)
+    fast = estimate_llc_many(model, particle_loss, batches, restrictions, **options, **kwargs)
+    for name in restrictions:
+        torch.testing.assert_close(
+            fast[name].loss_trace, eager[name].loss_trace, rtol=1e-9, atol=1e-12
+        )
+        assert fast[name].hyperparameters["device"].startswith(device)
+    assert not torch.equal(fast["l1h3"].loss_trace[0], fast["l1h3"].loss_trace[1])
 
 
 # ---------------------------------------------------------------------------------------------
