@@ -1062,7 +1062,21 @@ def test_a_dense_llc_history_named_with_llc_gives_each_collision_head_its_window
     assert report_main([str(run_dir), "--out", str(sparse), *FAST]) == 0
     assert not (sparse / "llc_emergence.png").exists()
     assert "lit-emergence llc RUN_DIR --per_head" in (sparse / "report.md").read_text()
-    # A file that is not there is named among what was not computed.
+    # A file that no run has: one line, status 2, before anything is written.
+    capsys.readouterr()
     missing = in_workdir / "out-llc-missing"
-    assert report_main([str(run_dir), "--out", str(missing), "--llc", "llc/none.csv", *FAST]) == 0
-    assert "llc/none.csv" in (missing / "report.md").read_text()
+    with pytest.raises(SystemExit) as exit_info:
+        report_main([str(run_dir), "--out", str(missing), "--llc", "llc/none.csv", *FAST])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and not missing.exists()
+    assert len(err.splitlines()) == 1 and "no run has a usable LLC history llc/none.csv" in err
+    assert "no llc/none.csv" in err  # the reason of each run
+    # One run of two without it: reported, under the name of the file asked for.
+    other = copy_run(in_workdir, "llc-other")
+    both = in_workdir / "out-llc-both"
+    args = [str(run_dir), str(other), "--out", str(both), "--llc", "llc/dense.csv", *FAST]
+    assert report_main(args) == 0
+    not_computed = (both / "report.md").read_text().split("## Not computed")[1]
+    assert "| llc-other | llc/dense.csv | no llc/dense.csv |" in not_computed
+    assert "no usable llc/dense.csv (was LLCMonitor in the run?)" in not_computed
+    assert "emergence/llc.csv" not in not_computed

@@ -9,13 +9,14 @@ report read through it, and it imports neither. One concept per module:
   whose failures name their file;
 * :mod:`~lit_emergence.records.csv` — the appending history writer and the one reader;
 * :mod:`~lit_emergence.records.run` — :func:`load_run`: a run directory as :class:`Run` and
-  :class:`History` objects;
-* :mod:`~lit_emergence.records.errors` — a path that is no run, an item that cannot be made.
+  :class:`History` objects (:func:`load_runs`: several, uniquely named);
+* :mod:`~lit_emergence.records.errors` — a path that is no run, a named history no run has,
+  an item that cannot be made.
 """
 
 from lit_emergence.records.csv import CSVHistory, read_rows
 from lit_emergence.records.errors import NotARunError, Problem, Unavailable
-from lit_emergence.records.run import History, Run, load_run
+from lit_emergence.records.run import History, Run, load_run, load_runs
 from lit_emergence.records.schema import TimeAxis, head_label, llc_component
 
 __all__ = [
@@ -29,5 +30,6 @@ __all__ = [
     "head_label",
     "llc_component",
     "load_run",
+    "load_runs",
     "read_rows",
 ]

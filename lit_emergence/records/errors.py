@@ -1,4 +1,7 @@
-"""What can go wrong reading a run record: a path that is no run, an item that cannot be made."""
+"""What can go wrong reading run records.
+
+A path that is no run, a named history no run has, an item that cannot be made.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,10 @@ from dataclasses import dataclass
 
 class NotARunError(ValueError):
     """A path that is not a usable run directory (missing, not a directory, no histories)."""
+
+
+class MissingHistoryError(ValueError):
+    """A history file the caller named (e.g. an LLC history) that no run holds in usable form."""
 
 
 class Unavailable(Exception):  # noqa: N818 (a condition reported to the reader, not a bug)

@@ -4,11 +4,14 @@
 :data:`~lit_emergence.records.schema.MEASURED`, the checkpoint to use) and records what is
 missing instead of failing, so a reader such as the report can say what it could not compute;
 a path with nothing to read raises :class:`~lit_emergence.records.errors.NotARunError`.
+:func:`load_runs` reads several (e.g. the seeds of one report), each under a unique name.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,12 @@ import yaml
 
 from lit_emergence.physics.config import SimulationConfig
 from lit_emergence.records.csv import read_rows
-from lit_emergence.records.errors import NotARunError, Problem, Unavailable
+from lit_emergence.records.errors import (
+    MissingHistoryError,
+    NotARunError,
+    Problem,
+    Unavailable,
+)
 from lit_emergence.records.schema import (
     CHECKPOINT_DIR,
     COLLISION,
@@ -76,7 +84,8 @@ class History:
             Unavailable: If the file is missing, empty, or lacks a required column.
         """
         if not path.is_file():
-            raise Unavailable(f"no {path.parent.name}/{path.name}")
+            shown = f"{path.parent.name}/{path.name}"
+            raise Unavailable(f"{shown} is not a file" if path.exists() else f"no {shown}")
         found = read_rows(path)
         missing = [column for column in spec.required if column not in found.fieldnames]
         if missing:
@@ -152,6 +161,8 @@ class Run:
         histories: The readable histories by short name.
         checkpoint: The checkpoint to draw attention from (``last.ckpt`` preferred), if any.
         problems: What is missing or unreadable, and why.
+        sources: The file each history was read from, or looked for, relative to the run
+            directory, by short name (a history not listed: its usual place).
     """
 
     name: str
@@ -160,6 +171,7 @@ class Run:
     histories: dict[str, History]
     checkpoint: Path | None
     problems: list[Problem] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
 
     def on(self, axis: TimeAxis) -> Run:
         """The same run with every history's :attr:`History.t` on ``axis``."""
@@ -174,7 +186,8 @@ class Run:
         """
         if name not in self.histories:
             spec = MEASURED[name]
-            raise Unavailable(f"no usable {spec.relative} (was {spec.writer} in the run?)")
+            relative = self.sources.get(name, spec.relative)
+            raise Unavailable(f"no usable {relative} (was {spec.writer} in the run?)")
         return self.histories[name]
 
     @property
@@ -280,8 +293,9 @@ def load_run(path: str | Path, name: str | None = None, llc_file: str | None = N
             Problem(name, CONFIG_FILE, "missing: thresholds and box size from the defaults")
         )
     histories: dict[str, History] = {}
+    sources: dict[str, str] = {}
     for short, spec in MEASURED.items():
-        relative = llc_file if short == "llc" and llc_file else spec.relative
+        relative = sources[short] = llc_file if short == "llc" and llc_file else spec.relative
         try:
             history = histories[short] = History.read(spec, path / relative)
         except Unavailable as reason:
@@ -308,4 +322,54 @@ def load_run(path: str | Path, name: str | None = None, llc_file: str | None = N
         histories=histories,
         checkpoint=checkpoint,
         problems=problems,
+        sources=sources,
     )
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def load_runs(
+    run_dirs: Sequence[str | Path], llc_file: str | None = None
+) -> tuple[list[Run], list[Problem]]:
+    """Load every run directory; ones that are not runs are set aside with the reason.
+
+    Runs whose directories share a name get ``-2``, ``-3`` ... appended, so files never clash.
+    ``llc_file`` (relative to each run directory) replaces ``emergence/llc.csv``.
+
+    Returns:
+        ``(runs, skipped)``: at least one run.
+
+    Raises:
+        NotARunError: If no path is a usable run (the message gives every reason).
+        MissingHistoryError: If ``llc_file`` is given and no run has it in usable form.
+    """
+    runs: list[Run] = []
+    skipped: list[Problem] = []
+    taken: set[str] = set()
+    for run_dir in run_dirs:
+        # The name given, not a symlink's target (runs/seeds/seed0 -> ../first-run is "seed0").
+        base = _safe_name(Path(os.path.abspath(run_dir)).name) or "run"
+        name, index = base, 2
+        while name in taken:
+            name, index = f"{base}-{index}", index + 1
+        try:
+            run = load_run(run_dir, name=name, llc_file=llc_file)
+        except NotARunError as error:
+            skipped.append(Problem(str(run_dir), "run", str(error)))
+            continue
+        taken.add(name)
+        runs.append(run)
+    if not runs:
+        raise NotARunError("; ".join(p.reason for p in skipped) or "no run directory given")
+    if llc_file and not any("llc" in run.histories for run in runs):
+        reasons = "; ".join(
+            f"{p.run}: {p.reason}" for run in runs for p in run.problems if p.item == llc_file
+        )
+        raise MissingHistoryError(
+            f"no run has a usable LLC history {llc_file} ({reasons}); give its path relative "
+            "to each run directory, e.g. llc/llc_calibrated.csv (written by lit-emergence llc "
+            "--out)"
+        )
+    return runs, skipped

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +22,8 @@ from tqdm.auto import tqdm
 from lit_emergence.detection import WARNING_EVENTS
 from lit_emergence.dynamics import TimeAxis
 from lit_emergence.plotting import AttentionPanel
-from lit_emergence.records.errors import NotARunError, Problem, Unavailable
-from lit_emergence.records.run import History, Run, load_run
+from lit_emergence.records.errors import Problem, Unavailable
+from lit_emergence.records.run import History, Run, load_runs
 from lit_emergence.records.schema import (
     CHECKPOINT_DIR,
     LAST_CHECKPOINT,
@@ -83,40 +82,6 @@ _MOVED_EVENTS = frozenset((*WARNING_EVENTS, "true"))
 
 #: Title of the alignment figure (it follows Figure 5 in the report).
 ALIGNMENT_FIGURE = "Aligned heads — final collision score across runs"
-
-
-def _safe_name(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-def load_runs(
-    run_dirs: Sequence[str | Path], llc_file: str | None = None
-) -> tuple[list[Run], list[Problem]]:
-    """Load every run directory; ones that are not runs are set aside with the reason.
-
-    Runs whose directories share a name get ``-2``, ``-3`` ... appended, so files never clash.
-    ``llc_file`` (relative to each run directory) replaces ``emergence/llc.csv``.
-
-    Returns:
-        ``(runs, skipped)``.
-    """
-    runs: list[Run] = []
-    skipped: list[Problem] = []
-    taken: set[str] = set()
-    for run_dir in run_dirs:
-        # The name given, not a symlink's target (runs/seeds/seed0 -> ../first-run is "seed0").
-        base = _safe_name(Path(os.path.abspath(run_dir)).name) or "run"
-        name, index = base, 2
-        while name in taken:
-            name, index = f"{base}-{index}", index + 1
-        try:
-            run = load_run(run_dir, name=name, llc_file=llc_file)
-        except NotARunError as error:
-            skipped.append(Problem(str(run_dir), "run", str(error)))
-            continue
-        taken.add(name)
-        runs.append(run)
-    return runs, skipped
 
 
 def _never_developed(run: Run, summaries: list[HeadSummary]) -> Problem | None:
@@ -447,6 +412,8 @@ def build_report(
 
     Raises:
         NotARunError: If no path is a usable run (the message gives every reason).
+        MissingHistoryError: If ``llc_file`` is given and no run has it in usable form
+            (before anything is written).
         ValueError: On an unknown time axis or observable.
     """
     if time_axis not in figures.TIME_LABELS:
@@ -467,8 +434,6 @@ def build_report(
     warn = settings.warn
     runs, skipped = load_runs(run_dirs, llc_file)
     runs = [run.on(time_axis) for run in runs]  # every history's `t` on the chosen axis
-    if not runs:
-        raise NotARunError("; ".join(p.reason for p in skipped) or "no run directory given")
     for problem in skipped:
         warn(f"skipping {problem.run}: {problem.reason}")
     out = Path(out_dir)

@@ -149,7 +149,7 @@ def main(argv: Sequence[str], prog: str = PROGRAM) -> int:
         The exit status (see the module docstring).
     """
     args = build_parser(prog).parse_args(replace_deprecated(argv, RENAMED, PROGRAM))
-    from lit_emergence.records.errors import NotARunError, Unavailable
+    from lit_emergence.records.errors import MissingHistoryError, NotARunError, Unavailable
     from lit_emergence.report.build import build_report
 
     out_dir = Path(args.out) if args.out else default_out_dir(args.run_dirs)
@@ -170,6 +170,8 @@ def main(argv: Sequence[str], prog: str = PROGRAM) -> int:
         )
     except NotARunError as error:
         _error(f"no usable run: {error}")
+    except MissingHistoryError as error:
+        _error(str(error))
     print(
         f"report of {len(result.runs)} run(s) written to {result.out_dir}/report.md: "
         f"{len(result.figures)} figures, {len(result.tables.get('exponents', []))} fits; "
