@@ -395,6 +395,8 @@ def run_heads(model, batches, args, n_beta) -> None:
         print("  verdicts: " + ", ".join(f"{v} {verdicts.count(v)}" for v in sorted(set(verdicts))))
     if args.devinterp_heads > 0:
         devinterp_heads(model, batches, args, n_beta, results, seconds)
+    if args.count_flops:
+        compare_flops(model, batches, args, n_beta)
     if args.skip_loop:
         for name, result in results.items():
             print(f"  {name:6s} {describe(result.llc_per_chain)}")
@@ -410,8 +412,6 @@ def run_heads(model, batches, args, n_beta) -> None:
                 )
         return estimates
 
-    if args.count_flops:
-        compare_flops(model, batches, args, n_beta)
     loop_seconds, loop = timed(args.device, loop_all_heads)
     print(f"loop        : {loop_seconds:8.2f} s")
     print(f"speed-up vs loop: {loop_seconds / seconds:6.2f}x")
@@ -444,7 +444,14 @@ def compare_flops(model, batches, args, n_beta) -> None:
     On a CPU at small thread counts the time of a step follows its matmul work, so the ratio
     of the totals bounds the speed-up of any scheme that does the vectorised side's work.
     """
-    common = {**sgld_settings(args, args.head_chains, n_beta), "num_burnin": 0}
+    # eager: FlopCounterMode sees operators as they are dispatched, which a compiled graph or
+    # a CUDA-graph replay hides; the work is the same
+    common = {
+        **sgld_settings(args, args.head_chains, n_beta),
+        "num_burnin": 0,
+        "compile": False,
+        "cuda_graph": False,
+    }
     restrictions = attention_head_restrictions(model, include_model=False)
     totals = [0.0, 0.0]
     for layer in range(args.layers):
