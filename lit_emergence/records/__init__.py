@@ -15,13 +15,14 @@ report read through it, and it imports neither. One concept per module:
 """
 
 from lit_emergence.records.csv import CSVHistory, read_rows
-from lit_emergence.records.errors import NotARunError, Problem, Unavailable
+from lit_emergence.records.errors import MissingHistoryError, NotARunError, Problem, Unavailable
 from lit_emergence.records.run import History, Run, load_run, load_runs
 from lit_emergence.records.schema import TimeAxis, head_label, llc_component
 
 __all__ = [
     "CSVHistory",
     "History",
+    "MissingHistoryError",
     "NotARunError",
     "Problem",
     "Run",
