@@ -307,10 +307,11 @@ NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 # one head on the CPU: one compiled graph, which is what the suite can afford there
 FAST_PATHS = [
-    pytest.param({"compile": True}, "cpu", ["l1h3"], id="compile-cpu"),
+    pytest.param({"compile": True}, "sgld", "cpu", ["l1h3"], id="compile-cpu"),
     *[
         pytest.param(
-            {"cuda_graph": True, "sampler": sampler},
+            {"cuda_graph": True},
+            sampler,
             "cuda",
             ["model", "l1h3"],
             marks=NEEDS_CUDA,
@@ -321,8 +322,8 @@ FAST_PATHS = [
 ]
 
 
-@pytest.mark.parametrize(("options", "device", "components"), FAST_PATHS)
-def test_fast_paths_equal_eager(options, device, components):
+@pytest.mark.parametrize(("options", "sampler", "device", "components"), FAST_PATHS)
+def test_fast_paths_equal_eager(options, sampler, device, components):
     """``compile`` (on the CPU) and CUDA-graph replay (on the GPU) run the same chains as eager.
 
     float64: compiling fuses and reorders element-wise work, a graph replays the same kernels,
@@ -333,9 +334,9 @@ def test_fast_paths_equal_eager(options, device, components):
     named = {"model": None, "l1h3": attention_head_restriction(model, 1, 3)}
     restrictions = {name: named[name] for name in components}
     kwargs = dict(
-        step_size=1e-3, localization=100.0, num_chains=3, num_draws=8, num_burnin=2, generator=11
-    )
-    kwargs["sampler"] = options.get("sampler", "sgld")
+        sampler=sampler, step_size=1e-3, localization=100.0, num_chains=3, num_draws=8,
+        num_burnin=2, generator=11,
+    )  # fmt: skip
     eager = estimate_llc_many(model, particle_loss, batches, restrictions, **kwargs)
     fast = estimate_llc_many(model, particle_loss, batches, restrictions, **options, **kwargs)
     for name in restrictions:
